@@ -1,0 +1,1 @@
+"""Reading images, split files and few-shot sampling; dataset loaders; the fractal generator."""
