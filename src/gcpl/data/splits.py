@@ -5,15 +5,24 @@ File format (`split.json`):
      "train": [{"path": "images/00001.jpg", "label": 0, "class_name": "Acura RL 2012"}, ...],
      "test": [...], "val": [...]}            # "val" only where the dataset has one
 Relative paths are resolved against the folder holding the JSON file.
+
+Also: `read_class_folder` (one subfolder per class), `read_samples` (a folder or a split file),
+`few_shot` (per-class sampling that does not depend on the other classes) and `class_seed`
+(the stable per-class seed other modules use for their own per-class RNGs).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import random
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import GcplError
 from ..io import read_json, write_json
+from .images import IMAGE_EXTENSIONS
 
 PARTS = ("train", "val", "test")
 
@@ -65,16 +74,27 @@ class Split:
             obj = read_json(path)
         except ValueError as e:
             raise GcplError(f"split file {path} is not valid JSON ({e})") from None
+        except OSError as e:
+            raise GcplError(f"cannot read split file {path} ({e.strerror or e})") from None
         if not isinstance(obj, dict) or "classes" not in obj:
             raise GcplError(f"split file {path} must be an object with 'classes', 'train' and 'test' lists")
+        if not isinstance(obj["classes"], list) or not all(isinstance(c, str) for c in obj["classes"]):
+            raise GcplError(f"split file {path}: 'classes' must be a list of class names (strings)")
         classes = [str(c) for c in obj["classes"]]
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        if dup:
+            raise GcplError(f"split file {path}: class name {dup[0]!r} appears more than once in 'classes'")
         parts = {}
         for name in PARTS:
             rows = obj.get(name, [])
+            if not isinstance(rows, list):
+                raise GcplError(f"split file {path}: '{name}' must be a list of samples")
             samples = []
             for i, row in enumerate(rows):
                 try:
                     p, label, cname = row["path"], int(row["label"]), str(row["class_name"])
+                    if not isinstance(p, str) or not p:
+                        raise TypeError
                 except (KeyError, TypeError, ValueError):
                     raise GcplError(
                         f"split file {path}: {name}[{i}] needs 'path', 'label' and 'class_name'"
@@ -88,3 +108,144 @@ class Split:
                 samples.append(Sample(str(full), label, cname))
             parts[name] = samples
         return cls(classes=classes, **parts)
+
+
+# ----------------------------------------------------------------------------- class folders
+
+_IGNORED_DIRS = {"__MACOSX"}  # resource-fork folders left by macOS zip archives
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in _IGNORED_DIRS
+
+
+def _images_under(folder: str) -> list[str]:
+    """Image files below `folder` (recursively, following links, skipping hidden entries), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if not _hidden(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(full):
+                found.append(os.path.relpath(full, folder))
+    return [os.path.join(folder, r) for r in sorted(found)]
+
+
+def read_class_folder(root: str | Path) -> tuple[list[str], list[Sample]]:
+    """Read `root/<class name>/<image files>`; returns (classes, samples).
+
+    Classes are the subfolder names, sorted; labels follow that order. Image files (by extension,
+    see IMAGE_EXTENSIONS) are collected recursively inside each class folder and sorted by relative
+    path. Hidden files and folders (and `__MACOSX`) are ignored; so are files directly in `root`
+    (with a warning when they are images). Sample paths are absolute (symlinks not resolved).
+    The same list serves as train or test data: the folder has no split of its own.
+    """
+    root_s = os.path.abspath(os.fspath(root))
+    if not os.path.exists(root_s):
+        raise GcplError(f"data folder {root} does not exist")
+    if not os.path.isdir(root_s):
+        raise GcplError(f"data folder {root} is not a folder")
+    try:
+        entries = sorted(os.listdir(root_s))
+    except OSError as e:
+        raise GcplError(f"cannot read data folder {root} ({e.strerror or e})") from None
+    classes = [e for e in entries if not _hidden(e) and os.path.isdir(os.path.join(root_s, e))]
+    if not classes:
+        raise GcplError(f"{root} has no class subfolders; expected {root}/<class name>/<image files>")
+    loose = [
+        e for e in entries
+        if not _hidden(e)
+        and Path(e).suffix.lower() in IMAGE_EXTENSIONS
+        and os.path.isfile(os.path.join(root_s, e))
+    ]
+    if loose:
+        warnings.warn(
+            f"ignoring {len(loose)} image file(s) directly in {root} (e.g. {loose[0]}); "
+            f"images must be inside class subfolders",
+            stacklevel=2,
+        )
+    samples: list[Sample] = []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root_s, name)
+        files = _images_under(folder)
+        if not files:
+            exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+            raise GcplError(f"class folder {os.path.join(os.fspath(root), name)} has no image files ({exts})")
+        samples.extend(Sample(f, label, name) for f in files)
+    return classes, samples
+
+
+def read_samples(path: str | Path, part: str) -> tuple[list[str], list[Sample]]:
+    """(classes, samples) from a class folder (all its images, whatever `part`) or a split `.json`."""
+    if part not in PARTS:
+        raise GcplError(f"unknown split part {part!r}; use one of {', '.join(PARTS)}")
+    p = Path(path)
+    if p.suffix.lower() == ".json" and not p.is_dir():
+        split = Split.from_json(p)
+        samples = split.part(part)
+        if not samples:
+            raise GcplError(f"split file {path} has no {part!r} samples")
+        return list(split.classes), list(samples)
+    if p.is_dir() or not p.exists():
+        return read_class_folder(p)
+    raise GcplError(
+        f"{path} is neither a data folder (<class name>/<image files>) nor a split .json file"
+    )
+
+
+# ----------------------------------------------------------------------------- few-shot sampling
+
+
+def class_seed(seed: int, name: str) -> int:
+    """A stable 63-bit seed from (seed, class name): SHA-256, the same on every run and machine."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise GcplError(f"seed must be an integer, got {seed!r}")
+    digest = hashlib.sha256(f"gcpl-class-seed\0{seed}\0{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def _permutation(n: int, k: int, rng: random.Random) -> list[int]:
+    """First k entries of a Fisher-Yates shuffle of range(n), built on rng.random() only
+    (whose output Python guarantees stable across versions, unlike random.sample)."""
+    idx = list(range(n))
+    for i in range(k):
+        j = i + min(int(rng.random() * (n - i)), n - i - 1)
+        idx[i], idx[j] = idx[j], idx[i]
+    return idx[:k]
+
+
+def few_shot(
+    samples: list[Sample], shots: int, seed: int, allow_fewer: bool = False
+) -> list[Sample]:
+    """Pick `shots` samples per class.
+
+    Each class is sampled on its own: its samples are sorted by path and a generator seeded with
+    `class_seed(seed, class_name)` picks from them, so the picks for a class depend only on its own
+    files, the seed and its name, not on other classes or on input order. Output: grouped by label
+    (ascending), each class in picked order. A class with fewer than `shots` samples is an error,
+    or with `allow_fewer` contributes all of them (shuffled the same way) with a warning.
+    """
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
+        raise GcplError(f"--shots must be a positive integer, got {shots!r}")
+    if not samples:
+        raise GcplError("no samples to draw few-shot examples from")
+    by_class: dict[tuple[int, str], list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault((s.label, s.class_name), []).append(s)
+    out: list[Sample] = []
+    for (label, name), group in sorted(by_class.items()):
+        group = sorted(group, key=lambda s: s.path)
+        n = len(group)
+        if n < shots:
+            if not allow_fewer:
+                raise GcplError(
+                    f"class {name!r} has {n} images but --shots is {shots}; "
+                    f"lower --shots or pass --allow-fewer"
+                )
+            warnings.warn(
+                f"class {name!r} has {n} images, fewer than --shots {shots}; using all {n}",
+                stacklevel=2,
+            )
+        rng = random.Random(class_seed(seed, name))
+        out.extend(group[i] for i in _permutation(n, min(n, shots), rng))
+    return out

@@ -1,0 +1,292 @@
+"""The two jobs behind `gcpl train` and `gcpl eval`: data -> latents -> training / scoring -> files.
+
+Run folder of `train`:
+    config.json                    every setting, model facts, classes, versions
+    split.json                     the few-shot support set actually used
+    tokens.json                    template, init word, and per class its token and embedding file
+    embeddings/<token>.safetensors diffusers textual-inversion files ({token: tensor[1, D]})
+    train_log.jsonl, checkpoint/   loss curve; resumable state
+Folder of `eval`:
+    config.json, predictions.jsonl (one line per image, appended as it goes: resumable),
+    results.json, results.md, confusion.png (with matplotlib)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbone import load_backbone
+from .classify import ClassifyConfig, DiffusionClassifier
+from .data.images import load_batch
+from .data.splits import Sample, Split, few_shot, read_samples
+from .errors import GcplError
+from .io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
+from .latents import encode
+from .metrics import compute_metrics
+from .tokens import (PromptSlot, check_template, encode_prompts, encode_slot_prompts, load_embedding_file,
+                     save_embedding_file, token_names)
+from .train import TrainConfig, Trainer, run_training
+
+log = logging.getLogger(__name__)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("gcpl", "torch", "diffusers", "transformers", "accelerate", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _check_same_config(path: Path, new: dict, what: str) -> None:
+    """A resumed job must have the settings of the job that started the folder."""
+    old = read_json(path)
+    diff = [k for k in new["settings"] if old.get("settings", {}).get(k) != new["settings"][k]]
+    if diff:
+        raise GcplError(
+            f"{path.parent} holds a {what} with other settings ({', '.join(diff)}); "
+            "use the same settings to resume, or another --out"
+        )
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainJob:
+    data: str  # class-per-folder directory or split JSON (its "train" list)
+    out: str  # run folder
+    shots: int = 16  # images per class drawn from the data (seeded by train.seed)
+    model: str | None = None  # hub id, local diffusers folder, or "tiny"; None: SD-1.4 (bundled when offline)
+    device: str | None = None
+    dtype: str | None = None
+    resolution: int | None = None  # image size in pixels; None: the model's native size
+    allow_fewer: bool = False  # classes with fewer than `shots` images use all they have
+    strict: bool = False  # unreadable images are errors instead of warnings
+    resume: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d.pop("out"), d.pop("resume"), d.pop("device")
+        d["train"].pop("checkpoint_every"), d["train"].pop("log_every")
+        return d
+
+
+def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
+    out = Path(job.out)
+    cfg = job.train
+    check_template(cfg.template)
+    settings = job.settings()
+    if (out / "config.json").exists():
+        if not job.resume:
+            raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        _check_same_config(out / "config.json", {"settings": settings}, "training run")
+    bb = backbone or load_backbone(job.model, job.device, job.dtype)
+    classes, pool = read_samples(job.data, "train")
+    support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
+    size = job.resolution or bb.resolution
+    loaded = load_batch([s.path for s in support], size, strict=job.strict)
+    kept = [support[i] for i in loaded.kept]
+    lost = sorted(set(range(len(classes))) - {s.label for s in kept})
+    if lost:
+        raise GcplError(f"class {classes[lost[0]]!r} has no readable training image left; fix or replace its images")
+
+    stats = encode(bb.vae, loaded.pixels, flip=cfg.flip)
+    labels = torch.tensor([s.label for s in kept])
+    tokens = token_names(classes, bb.tokenizer)
+    config = {
+        "command": "train",
+        "settings": settings,
+        "model": bb.describe(),
+        "resolution": size,
+        "classes": classes,
+        "tokens": tokens,
+        "skipped_images": [{"path": p, "reason": r} for p, r in loaded.skipped],
+        "versions": versions(),
+    }
+    write_json(out / "config.json", config)
+    Split(classes=classes, train=kept).to_json(out / "split.json")
+
+    trainer = Trainer(bb, classes, stats, labels, cfg)
+    state = run_training(trainer, out, resume=job.resume, progress=progress)
+    save_tokens(out, classes, tokens, state.vectors, cfg)
+    return out
+
+
+def save_tokens(out: Path, classes: list[str], tokens: list[str], vectors: torch.Tensor, cfg: TrainConfig) -> None:
+    rows = []
+    for name, tok, vec in zip(classes, tokens, vectors):
+        file = f"embeddings/{tok.strip('<>')}.safetensors"
+        save_embedding_file(out / file, tok, vec)
+        rows.append({"class_name": name, "token": tok, "file": file})
+    write_json(out / "tokens.json", {"template": cfg.template, "init_word": cfg.init_word, "classes": rows})
+
+
+def load_run(run: str | Path, backbone) -> tuple[list[str], torch.Tensor, str, str]:
+    """A trained run folder -> (classes, (C, D) vectors, template, init word)."""
+    run = Path(run)
+    if not (run / "tokens.json").exists():
+        raise GcplError(f"{run} is not a finished training run (no tokens.json); run `gcpl train` first")
+    meta = read_json(run / "tokens.json")
+    vecs, classes = [], []
+    for row in meta["classes"]:
+        _, v = load_embedding_file(run / row["file"], backbone.hidden_size)
+        vecs.append(v)
+        classes.append(row["class_name"])
+    return classes, torch.stack(vecs), meta["template"], meta["init_word"]
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalJob:
+    data: str  # class-per-folder directory or split JSON (its `part` list)
+    out: str
+    run: str | None = None  # trained run folder (GCPL / CoMPLe tokens)
+    zero_shot: bool = False  # plain class names in the template instead of learned tokens
+    template: str | None = None  # zero-shot template; default: the run's, else "A photo of {}."
+    model: str | None = None  # default: the run's model
+    device: str | None = None
+    dtype: str | None = None
+    resolution: int | None = None  # default: the run's, else the model's native size
+    part: str = "test"  # which list of a split JSON
+    limit: int | None = None  # evaluate only the first N images (after a seeded shuffle)
+    images_per_batch: int = 8  # images scored together (their UNet calls share batches)
+    strict: bool = False
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        for k in ("out", "device", "images_per_batch"):
+            d.pop(k)
+        d["classify"].pop("batch")
+        return d
+
+
+def _class_embeddings(job: EvalJob, bb) -> tuple[list[str], torch.Tensor, str, dict]:
+    if job.run and job.zero_shot:
+        raise GcplError("give either a trained run or --zero-shot, not both")
+    if job.run:
+        classes, vectors, template, init_word = load_run(job.run, bb)
+        slot = PromptSlot.from_template(bb.tokenizer, template, init_word)
+        with torch.no_grad():
+            embeds = encode_slot_prompts(bb.text_encoder, slot, vectors.to(bb.device))
+        return classes, embeds, template, {"run": str(job.run)}
+    if not job.zero_shot:
+        raise GcplError("give a trained run folder (--run) or --zero-shot")
+    template = check_template(job.template or "A photo of {}.")
+    return [], None, template, {"zero_shot": True}
+
+
+def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
+    out = Path(job.out)
+    run_cfg = read_json(Path(job.run) / "config.json") if job.run and (Path(job.run) / "config.json").exists() else {}
+    model = job.model or run_cfg.get("settings", {}).get("model")
+    bb = backbone or load_backbone(model, job.device, job.dtype)
+    classes, embeds, template, source = _class_embeddings(job, bb)
+    data_classes, samples = read_samples(job.data, job.part)
+    if job.zero_shot:
+        classes = data_classes
+        with torch.no_grad():
+            embeds = encode_prompts(bb.tokenizer, bb.text_encoder, [template.format(c) for c in classes])
+    else:
+        unknown = sorted({s.class_name for s in samples} - set(classes))
+        if unknown:
+            raise GcplError(
+                f"test class {unknown[0]!r} was not learned by run {job.run} (it learned {len(classes)} classes: "
+                f"{', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); train on it or drop it from the test data"
+            )
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [Sample(s.path, index[s.class_name], s.class_name) for s in samples]
+    if job.limit is not None:
+        g = torch.Generator().manual_seed(job.classify.seed)
+        samples = [samples[i] for i in torch.randperm(len(samples), generator=g)[: job.limit].tolist()]
+
+    size = job.resolution or run_cfg.get("resolution") or bb.resolution
+    settings = job.settings()
+    if (out / "config.json").exists():
+        _check_same_config(out / "config.json", {"settings": settings}, "evaluation")
+    n_samples, keep = job.classify.schedule(len(classes))
+    write_json(out / "config.json", {
+        "command": "eval", "settings": settings, "source": source, "template": template, "classes": classes,
+        "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
+        "model": bb.describe(), "versions": versions(),
+    })
+
+    pred_file = out / "predictions.jsonl"
+    done = read_jsonl(pred_file)
+    atomic_write_text(pred_file, "".join(json.dumps(r) + "\n" for r in done))  # drop a torn line
+    done_idx = {r["index"] for r in done}
+    todo = [i for i in range(len(samples)) if i not in done_idx]
+    latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
+    clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="eval", unit="img", disable=not progress)
+    for j in range(0, len(todo), job.images_per_batch):
+        chunk = todo[j : j + job.images_per_batch]
+        loaded = load_batch([samples[i].path for i in chunk], size, strict=job.strict, allow_empty=True)
+        for path, reason in loaded.skipped:
+            i = chunk[[samples[k].path for k in chunk].index(path)]
+            append_jsonl(pred_file, {"index": i, "path": path, "skipped": reason})
+        if loaded.kept:
+            x0 = encode(bb.vae, loaded.pixels).mean[:, 0] * bb.scaling_factor
+            for k, score in zip(loaded.kept, clf.score(x0)):
+                i = chunk[k]
+                s = samples[i]
+                append_jsonl(pred_file, {
+                    "index": i, "path": s.path, "label": s.label, "class_name": s.class_name,
+                    "pred": score.pred, "pred_name": classes[score.pred], "top5": score.ranking[:5],
+                    "ranking": score.ranking, "unet_calls": score.unet_calls,
+                    "errors": {classes[c]: e for c, e in score.mean_error.items()},
+                })
+        bar.update(len(chunk))
+    bar.close()
+    return summarize(out, classes)
+
+
+def summarize(out: Path, classes: list[str]) -> dict:
+    records = read_jsonl(out / "predictions.jsonl")
+    scored = [r for r in records if "pred" in r]
+    skipped = [r for r in records if "skipped" in r]
+    m = compute_metrics([r["label"] for r in scored], [r["pred"] for r in scored],
+                        [r["ranking"] for r in scored], len(classes))
+    m["classes"] = classes
+    m["skipped_images"] = len(skipped)
+    m["unet_calls_per_image"] = (sum(r["unet_calls"] for r in scored) / len(scored)) if scored else 0
+    write_json(out / "results.json", m)
+    atomic_write_text(out / "results.md", results_markdown(m))
+    try:
+        from .report import confusion_png
+
+        confusion_png(m["confusion_matrix"], classes, out / "confusion.png")
+    except ImportError:
+        pass
+    return m
+
+
+def results_markdown(m: dict) -> str:
+    if not m.get("n_images"):
+        return "# Results\n\nNo image was scored.\n"
+    lines = [
+        "# Results", "",
+        f"- images: {m['n_images']} (skipped unreadable: {m['skipped_images']})",
+        f"- top-1: {100 * m['top1']:.2f}%", f"- top-5: {100 * m['top5']:.2f}%",
+        f"- mean per-class accuracy: {100 * m['mean_per_class_accuracy']:.2f}%",
+        f"- macro-F1: {100 * m['macro_f1']:.2f}%",
+        f"- UNet calls per image: {m['unet_calls_per_image']:.1f}", "",
+        "| class | accuracy |", "|---|---|",
+    ]
+    lines += [f"| {c} | {100 * a:.1f}% |" for c, a in zip(m["classes"], m["per_class_accuracy"])]
+    return "\n".join(lines) + "\n"

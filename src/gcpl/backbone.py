@@ -1,0 +1,174 @@
+"""Load a frozen Stable Diffusion 1.x/2.x (hub id, local diffusers folder, or the bundled tiny
+model) and the one dtype/device policy of gcpl.
+
+Every model fact (latent scaling factor, latent channels, text width, prediction type, noise
+schedule, native resolution) is read from the loaded configs, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import GcplError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-sd"
+BUNDLED_NAMES = ("tiny", "bundled")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """`None`/"auto": CUDA when available, else CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise GcplError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GcplError(f"--device {name} asked for CUDA but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """The precision of the frozen modules: bf16 on CUDA, fp32 elsewhere, unless overridden.
+
+    Trainable parameters and losses always stay in fp32 (see tokens.py / losses.py).
+    """
+    if name in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise GcplError(f"--dtype {name!r} is unknown; use one of fp32, bf16, fp16")
+    return _DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+@dataclass
+class Backbone:
+    """A frozen text-to-image latent diffusion model and the facts gcpl needs about it."""
+
+    model_id: str
+    tokenizer: object  # transformers CLIPTokenizer
+    text_encoder: torch.nn.Module  # transformers CLIPTextModel
+    vae: torch.nn.Module  # diffusers AutoencoderKL
+    unet: torch.nn.Module  # diffusers UNet2DConditionModel
+    alphas_cumprod: torch.Tensor  # (T,) fp32 on device: the training noise schedule
+    prediction_type: str  # "epsilon" or "v_prediction"
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_encoder.config.hidden_size)
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell along one side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """The native image size in pixels (512 for SD-1.x, 768 for SD-2.x 768-v)."""
+        return int(self.unet.config.sample_size) * self.vae_scale
+
+    def describe(self) -> dict:
+        return {
+            "model": self.model_id,
+            "prediction_type": self.prediction_type,
+            "scaling_factor": self.scaling_factor,
+            "latent_channels": self.latent_channels,
+            "hidden_size": self.hidden_size,
+            "resolution": self.resolution,
+            "num_train_timesteps": self.num_train_timesteps,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+        }
+
+
+def resolve_model_path(model: str | None) -> str:
+    """Map `tiny`/`bundled` (and None when offline) to the bundled folder; pass others through."""
+    if model is None:
+        model = "tiny" if _offline() else DEFAULT_MODEL
+    if model in BUNDLED_NAMES:
+        if not (BUNDLED_MODEL_DIR / "model_index.json").exists():
+            raise GcplError(
+                f"the bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall gcpl or build it "
+                "with `python tools/pretrain_tiny.py`"
+            )
+        return str(BUNDLED_MODEL_DIR)
+    return model
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def load_backbone(model: str | None = None, device: str | None = None, dtype: str | None = None) -> Backbone:
+    """Load tokenizer, text encoder, VAE, UNet and the DDPM training schedule, all frozen."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = resolve_model_path(model)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    local = Path(path).exists()
+    if local and not (Path(path) / "unet").is_dir():
+        raise GcplError(
+            f"{path} is not a diffusers Stable Diffusion folder (expected tokenizer/, text_encoder/, "
+            "vae/, unet/ and scheduler/ inside)"
+        )
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dt)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    except (OSError, ValueError, EnvironmentError) as e:
+        where = "folder" if local else "Hugging Face hub id"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GcplError(
+            f"could not load model {model or path!r} as a {where} ({first[:200]}); pass --model with a "
+            "local diffusers folder, a reachable hub id (run `huggingface-cli login` for gated models), "
+            "or --model tiny for the bundled offline model"
+        ) from None
+
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type not in PREDICTION_TYPES:
+        raise GcplError(f"model {path} uses prediction_type {prediction_type!r}; gcpl supports {PREDICTION_TYPES}")
+    for m in (text_encoder, vae, unet):
+        m.requires_grad_(False)
+        m.eval()
+        m.to(dev)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device=dev, dtype=torch.float32)
+    bb = Backbone(str(model or path), tokenizer, text_encoder, vae, unet, alphas_cumprod, prediction_type, dev, dt)
+    log.info("loaded %s", bb.describe())
+    return bb

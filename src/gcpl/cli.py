@@ -1,0 +1,135 @@
+"""`gcpl` command line: a thin argparse front end over the library. `main(argv)` is testable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import GcplError
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="hub id, local diffusers folder, or 'tiny' (bundled); "
+                   "default CompVis/stable-diffusion-v1-4 (bundled tiny when HF_HUB_OFFLINE=1)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="precision of the frozen model "
+                   "(default: bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--resolution", type=int, help="image size in pixels (default: the model's native size)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    parser = argparse.ArgumentParser(prog="gcpl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="learn one token per class (GCPL or CoMPLe)")
+    t.add_argument("data", help="folder with one subfolder per class, or a split JSON (uses its train list)")
+    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--method", choices=["gcpl", "comple"], default=d.method)
+    t.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--template", default=d.template, help="prompt with one {} for the class, "
+                   "e.g. 'A photo of {}, a type of car.'")
+    t.add_argument("--init-word", default=d.init_word, help="single-token word that initialises the tokens")
+    t.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    t.add_argument("--lr", type=float, help="learning rate (default: paper's 5e-4 gcpl, 1e-3 comple)")
+    t.add_argument("--batch", type=int, default=d.batch, help="gcpl: samples per class per step; "
+                   "comple: samples per step")
+    t.add_argument("--lam", type=float, default=d.lam, help="CoMPLe negative weight lambda")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    t.add_argument("--max-batch", type=int, default=d.max_batch, help="samples per UNet forward/backward")
+    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--allow-fewer", action="store_true", help="classes with fewer than --shots images use all")
+    t.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    _add_model_args(t)
+
+    e = sub.add_parser("eval", help="classify test images with the diffusion classifier")
+    e.add_argument("data", help="folder with one subfolder per class, or a split JSON (uses its test list)")
+    e.add_argument("--out", required=True, help="folder for predictions and results")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="trained run folder (from gcpl train)")
+    src.add_argument("--zero-shot", action="store_true", help="plain class names in the template")
+    e.add_argument("--template", help="zero-shot template with one {} (default 'A photo of {}.')")
+    e.add_argument("--n-samples", type=_ints, help="cumulative (t, noise) pairs per stage, e.g. 20,50,100,500")
+    e.add_argument("--keep", type=_ints, help="classes kept after each stage, e.g. 20,10,5,1")
+    e.add_argument("--norm", choices=["l2", "l1"], default="l2")
+    e.add_argument("--batch", type=int, default=64, help="UNet samples per call")
+    e.add_argument("--images-per-batch", type=int, default=8, help="images scored together")
+    e.add_argument("--seed", type=int, default=0, help="seeds the shared noise (and --limit's subset)")
+    e.add_argument("--limit", type=int, help="evaluate a seeded random subset of N images")
+    e.add_argument("--part", default="test", choices=["train", "val", "test"], help="list of a split JSON")
+    e.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    _add_model_args(e)
+    return parser
+
+
+def cmd_train(a) -> None:
+    from .api import TrainJob, train
+    from .train import TrainConfig
+
+    cfg = TrainConfig(
+        method=a.method, template=a.template, init_word=a.init_word, steps=a.steps, batch=a.batch, lr=a.lr,
+        weight_decay=a.weight_decay, lam=a.lam, flip=not a.no_flip, seed=a.seed, max_batch=a.max_batch,
+        checkpoint_every=a.checkpoint_every,
+    )
+    job = TrainJob(
+        data=a.data, out=a.out, shots=a.shots, model=a.model, device=a.device, dtype=a.dtype,
+        resolution=a.resolution, allow_fewer=a.allow_fewer, strict=a.strict, resume=a.resume, train=cfg,
+    )
+    if a.shots < 1:
+        raise GcplError("--shots must be at least 1")
+    out = train(job)
+    print(f"trained {cfg.method} tokens -> {out}/tokens.json, embeddings in {out}/embeddings/")
+
+
+def cmd_eval(a) -> None:
+    from .api import EvalJob, evaluate
+    from .classify import ClassifyConfig
+
+    job = EvalJob(
+        data=a.data, out=a.out, run=a.run, zero_shot=a.zero_shot, template=a.template, model=a.model,
+        device=a.device, dtype=a.dtype, resolution=a.resolution, part=a.part, limit=a.limit,
+        images_per_batch=a.images_per_batch, strict=a.strict,
+        classify=ClassifyConfig(n_samples=a.n_samples, keep=a.keep, norm=a.norm, batch=a.batch, seed=a.seed),
+    )
+    m = evaluate(job)
+    if m.get("n_images"):
+        print(f"top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+              f"mean per-class {100 * m['mean_per_class_accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  "
+              f"({m['n_images']} images, {m['unet_calls_per_image']:.0f} UNet calls each) -> {a.out}/results.md")
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except GcplError as e:
+        print(f"gcpl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gcpl {args.command}: interrupted; rerun with the same --out (and --resume for train) to continue",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
