@@ -51,11 +51,12 @@ def versions() -> dict:
 
 def _check_same_config(path: Path, new: dict, what: str) -> None:
     """A resumed job must have the settings of the job that started the folder."""
-    old = read_json(path)
-    diff = [k for k in new["settings"] if old.get("settings", {}).get(k) != new["settings"][k]]
+    old = read_json(path).get("settings", {})
+    new = json.loads(json.dumps(new["settings"]))  # tuples -> lists, as stored
+    diff = [k for k in new if old.get(k) != new[k]]
     if diff:
         raise GcplError(
-            f"{path.parent} holds a {what} with other settings ({', '.join(diff)}); "
+            f"{path.parent} holds {what} with other settings ({', '.join(diff)}); "
             "use the same settings to resume, or another --out"
         )
 
@@ -80,7 +81,8 @@ class TrainJob:
     def settings(self) -> dict:
         d = asdict(self)
         d.pop("out"), d.pop("resume"), d.pop("device")
-        d["train"].pop("checkpoint_every"), d["train"].pop("log_every")
+        # steps may grow on resume (train longer); checkpoint cadence is not a result-changing setting
+        d["train"].pop("checkpoint_every"), d["train"].pop("log_every"), d["train"].pop("steps")
         return d
 
 
@@ -92,10 +94,10 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     if (out / "config.json").exists():
         if not job.resume:
             raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        _check_same_config(out / "config.json", {"settings": settings}, "training run")
-    bb = backbone or load_backbone(job.model, job.device, job.dtype)
-    classes, pool = read_samples(job.data, "train")
+        _check_same_config(out / "config.json", {"settings": settings}, "a training run")
+    classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
+    bb = backbone or load_backbone(job.model, job.device, job.dtype)
     size = job.resolution or bb.resolution
     loaded = load_batch([s.path for s in support], size, strict=job.strict)
     kept = [support[i] for i in loaded.kept]
@@ -218,7 +220,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     size = job.resolution or run_cfg.get("resolution") or bb.resolution
     settings = job.settings()
     if (out / "config.json").exists():
-        _check_same_config(out / "config.json", {"settings": settings}, "evaluation")
+        _check_same_config(out / "config.json", {"settings": settings}, "an evaluation")
     n_samples, keep = job.classify.schedule(len(classes))
     write_json(out / "config.json", {
         "command": "eval", "settings": settings, "source": source, "template": template, "classes": classes,

@@ -137,6 +137,11 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()  # weight-loading bars are noise in a CLI run
+    dlog.disable_progress_bar()
     path = resolve_model_path(model)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
