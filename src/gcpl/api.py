@@ -26,6 +26,7 @@ from .backbone import load_backbone
 from .classify import ClassifyConfig, DiffusionClassifier
 from .data.images import load_batch
 from .data.splits import Sample, Split, few_shot, read_samples
+from .distributed import default_device_name, world
 from .errors import GcplError
 from .io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
 from .latents import encode
@@ -97,7 +98,8 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         _check_same_config(out / "config.json", {"settings": settings}, "a training run")
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
-    bb = backbone or load_backbone(job.model, job.device, job.dtype)
+    w = world()
+    bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype)
     size = job.resolution or bb.resolution
     loaded = load_batch([s.path for s in support], size, strict=job.strict)
     kept = [support[i] for i in loaded.kept]
@@ -118,21 +120,44 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         "skipped_images": [{"path": p, "reason": r} for p, r in loaded.skipped],
         "versions": versions(),
     }
-    write_json(out / "config.json", config)
-    Split(classes=classes, train=kept).to_json(out / "split.json")
+    if w.is_main:
+        write_json(out / "config.json", config)
+        Split(classes=classes, train=kept).to_json(out / "split.json")
 
-    trainer = Trainer(bb, classes, stats, labels, cfg)
-    state = run_training(trainer, out, resume=job.resume, progress=progress)
-    save_tokens(out, classes, tokens, state.vectors, cfg)
+    if w.active and cfg.method == "gcpl":
+        # Classes are independent in GCPL: each process trains its own share of them.
+        mine = [c for c in range(len(classes)) if w.owns(c)]
+        rows = torch.nonzero(torch.isin(labels, torch.tensor(mine))).flatten()
+        remap = {c: i for i, c in enumerate(mine)}
+        sub_labels = torch.tensor([remap[int(l)] for l in labels[rows]])
+        trainer = Trainer(bb, [classes[c] for c in mine], stats.subset(rows), sub_labels, cfg)
+        state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main,
+                             tag=f"-rank{w.rank}of{w.size}")
+        save_embeddings(out, [tokens[c] for c in mine], state.vectors)
+    else:
+        trainer = Trainer(bb, classes, stats, labels, cfg, world=w)
+        tag = f"-rank{w.rank}of{w.size}" if w.active else ""
+        state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag)
+        if w.is_main:
+            save_embeddings(out, tokens, state.vectors)
+    w.barrier()
+    if w.is_main:
+        write_tokens_index(out, classes, tokens, cfg)
+    w.barrier()
     return out
 
 
-def save_tokens(out: Path, classes: list[str], tokens: list[str], vectors: torch.Tensor, cfg: TrainConfig) -> None:
-    rows = []
-    for name, tok, vec in zip(classes, tokens, vectors):
-        file = f"embeddings/{tok.strip('<>')}.safetensors"
-        save_embedding_file(out / file, tok, vec)
-        rows.append({"class_name": name, "token": tok, "file": file})
+def _embedding_file(token: str) -> str:
+    return f"embeddings/{token.strip('<>')}.safetensors"
+
+
+def save_embeddings(out: Path, tokens: list[str], vectors: torch.Tensor) -> None:
+    for tok, vec in zip(tokens, vectors):
+        save_embedding_file(out / _embedding_file(tok), tok, vec)
+
+
+def write_tokens_index(out: Path, classes: list[str], tokens: list[str], cfg: TrainConfig) -> None:
+    rows = [{"class_name": n, "token": t, "file": _embedding_file(t)} for n, t in zip(classes, tokens)]
     write_json(out / "tokens.json", {"template": cfg.template, "init_word": cfg.init_word, "classes": rows})
 
 
@@ -197,7 +222,8 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     out = Path(job.out)
     run_cfg = read_json(Path(job.run) / "config.json") if job.run and (Path(job.run) / "config.json").exists() else {}
     model = job.model or run_cfg.get("settings", {}).get("model")
-    bb = backbone or load_backbone(model, job.device, job.dtype)
+    w = world()
+    bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype)
     classes, embeds, template, source = _class_embeddings(job, bb)
     data_classes, samples = read_samples(job.data, job.part)
     if job.zero_shot:
@@ -222,17 +248,19 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     if (out / "config.json").exists():
         _check_same_config(out / "config.json", {"settings": settings}, "an evaluation")
     n_samples, keep = job.classify.schedule(len(classes))
-    write_json(out / "config.json", {
-        "command": "eval", "settings": settings, "source": source, "template": template, "classes": classes,
-        "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
-        "model": bb.describe(), "versions": versions(),
-    })
-
-    pred_file = out / "predictions.jsonl"
-    done = read_jsonl(pred_file)
-    atomic_write_text(pred_file, "".join(json.dumps(r) + "\n" for r in done))  # drop a torn line
-    done_idx = {r["index"] for r in done}
-    todo = [i for i in range(len(samples)) if i not in done_idx]
+    w.barrier()
+    if w.is_main:
+        write_json(out / "config.json", {
+            "command": "eval", "settings": settings, "source": source, "template": template, "classes": classes,
+            "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
+            "model": bb.describe(), "versions": versions(),
+        })
+        _merge_predictions(out)  # fold shard files of an earlier multi-process run in; drop torn lines
+    w.barrier()
+    done_idx = {r["index"] for r in read_jsonl(out / "predictions.jsonl")}
+    # Each process scores its own share of the images into its own file (merged at the end).
+    pred_file = out / (f"predictions-rank{w.rank}of{w.size}.jsonl" if w.active else "predictions.jsonl")
+    todo = [i for i in range(len(samples)) if i not in done_idx and w.owns(i)]
     latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
     clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="eval", unit="img", disable=not progress)
@@ -255,7 +283,24 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
                 })
         bar.update(len(chunk))
     bar.close()
-    return summarize(out, classes)
+    w.barrier()
+    if w.is_main:
+        _merge_predictions(out)
+        summarize(out, classes)
+    w.barrier()
+    return read_json(out / "results.json")
+
+
+def _merge_predictions(out: Path) -> None:
+    """predictions.jsonl := its records plus every shard file's, by image index; shard files removed."""
+    files = [out / "predictions.jsonl", *sorted(out.glob("predictions-rank*.jsonl"))]
+    records = {}
+    for f in files:
+        for r in read_jsonl(f):
+            records.setdefault(r["index"], r)
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(records[i]) + "\n" for i in sorted(records)))
+    for f in files[1:]:
+        f.unlink()
 
 
 def summarize(out: Path, classes: list[str]) -> dict:

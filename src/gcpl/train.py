@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.splits import class_seed
+from .distributed import World
 from .errors import GcplError
 from .io import append_jsonl, atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_json
 from .latents import LatentStats
@@ -48,6 +49,8 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips (cached as a second latent view)
     seed: int = 0  # governs every random draw of training
     max_batch: int = 64  # largest number of samples per UNet forward/backward (micro-batching)
+    groups: int = 1  # comple: groups of `batch` samples per step, each with its own negatives
+    # (gradient accumulation; several processes split the groups, so results match one process)
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     log_every: int = 10  # steps between lines in train_log.jsonl
 
@@ -74,8 +77,8 @@ class TrainState:
     losses: list[float] = field(default_factory=list)
 
 
-def _make_generators(cfg: TrainConfig, classes: list[str]) -> list[torch.Generator]:
-    names = classes if cfg.method == "gcpl" else ["__comple__"]
+def _make_generators(cfg: TrainConfig, classes: list[str], groups: list[int]) -> list[torch.Generator]:
+    names = classes if cfg.method == "gcpl" else [f"__comple_group_{g}__" for g in groups]
     return [torch.Generator().manual_seed(class_seed(cfg.seed, n)) for n in names]
 
 
@@ -93,10 +96,15 @@ def _draw(g: torch.Generator, n_images: int, k: int, stats: LatentStats, flip: b
 class Trainer:
     """Trains one (C, D) matrix of class vectors on cached latents; frozen backbone."""
 
-    def __init__(self, backbone, classes: list[str], stats: LatentStats, labels: torch.Tensor, cfg: TrainConfig):
+    def __init__(self, backbone, classes: list[str], stats: LatentStats, labels: torch.Tensor, cfg: TrainConfig,
+                 world: World | None = None):
+        """world: for CoMPLe under several processes, which gradient groups this process owns.
+        (GCPL is split by classes instead: each process trains its own Trainer on its classes.)"""
         if cfg.flip and stats.mean.shape[1] < 2:
             raise ValueError("flip=True needs latents encoded with flip views")
         self.bb, self.classes, self.stats, self.labels, self.cfg = backbone, classes, stats, labels, cfg
+        self.world = world or World()
+        self.my_groups = [g for g in range(cfg.groups) if self.world.owns(g)] if cfg.method == "comple" else []
         self.slot = PromptSlot.from_template(backbone.tokenizer, cfg.template, cfg.init_word)
         self.init_id = single_token_id(backbone.tokenizer, cfg.init_word)
         self.members = [torch.nonzero(labels == c).flatten() for c in range(len(classes))]
@@ -112,7 +120,7 @@ class Trainer:
         opt = torch.optim.AdamW(
             [vectors], lr=self.cfg.learning_rate, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay
         )
-        return TrainState(0, vectors, opt, _make_generators(self.cfg, self.classes))
+        return TrainState(0, vectors, opt, _make_generators(self.cfg, self.classes, self.my_groups))
 
     # --- one optimiser step --------------------------------------------------------------------
 
@@ -152,19 +160,26 @@ class Trainer:
 
     def _comple_step(self, st: TrainState) -> float:
         bb, cfg = self.bb, self.cfg
-        g = st.generators[0]
-        n = len(self.labels)
-        idx, view, z, t, noise = _draw(g, n, cfg.batch, self.stats, cfg.flip, bb.num_train_timesteps)
-        labels = self.labels[idx]
-        x0 = self._x0(idx, view, z)
-        t, noise = t.to(bb.device), noise.to(bb.device)
-        uniq, inv = torch.unique(labels, return_inverse=True)  # encode each distinct prompt once
-        prompts = encode_slot_prompts(bb.text_encoder, self.slot, st.vectors[uniq.to(bb.device)])
-        cond = prompts[inv.to(bb.device)]
-        pred = predict(bb.unet, x0, noise, t, cond, bb.alphas_cumprod)
-        loss, _ = comple_loss(pred, x0, noise, t, labels.to(bb.device), bb.alphas_cumprod, bb.prediction_type, cfg.lam)
-        loss.backward()
-        return loss.item()
+        total = torch.zeros((), dtype=torch.float64)
+        for g in st.generators:  # this process's gradient groups
+            idx, view, z, t, noise = _draw(g, len(self.labels), cfg.batch, self.stats, cfg.flip, bb.num_train_timesteps)
+            labels = self.labels[idx]
+            x0 = self._x0(idx, view, z)
+            t, noise = t.to(bb.device), noise.to(bb.device)
+            uniq, inv = torch.unique(labels, return_inverse=True)  # encode each distinct prompt once
+            prompts = encode_slot_prompts(bb.text_encoder, self.slot, st.vectors[uniq.to(bb.device)])
+            cond = prompts[inv.to(bb.device)]
+            pred = predict(bb.unet, x0, noise, t, cond, bb.alphas_cumprod)
+            loss, _ = comple_loss(pred, x0, noise, t, labels.to(bb.device), bb.alphas_cumprod, bb.prediction_type,
+                                  cfg.lam)
+            (loss / cfg.groups).backward()
+            total += loss.item()
+        if self.world.active:  # sum the groups' gradients over processes: every process steps alike
+            if st.vectors.grad is None:
+                st.vectors.grad = torch.zeros_like(st.vectors)
+            self.world.all_reduce_sum_(st.vectors.grad)
+            total = self.world.all_reduce_sum_(total)
+        return total.item() / cfg.groups
 
 
 # --- checkpoints (safetensors + JSON, never pickle) ----------------------------------------------
@@ -203,17 +218,20 @@ def load_checkpoint(path: Path, st: TrainState) -> None:
     st.step, st.losses = int(meta["step"]), list(meta["losses"])
 
 
-def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False, progress: bool = True) -> TrainState:
-    """Train to cfg.steps, checkpointing into out/checkpoint and logging to out/train_log.jsonl."""
+def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False, progress: bool = True,
+                 tag: str = "") -> TrainState:
+    """Train to cfg.steps, checkpointing into out/checkpoint{tag} and logging to out/train_log{tag}.jsonl
+    (tag tells apart the processes of a multi-process run)."""
     cfg = trainer.cfg
     st = trainer.new_state()
-    ckpt = out / "checkpoint" if out is not None else None
+    ckpt = out / f"checkpoint{tag}" if out is not None else None
+    log_file = out / f"train_log{tag}.jsonl" if out is not None else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         load_checkpoint(ckpt, st)
         log.info("resumed from %s at step %d", ckpt, st.step)
     if out is not None:  # drop log lines written after the checkpoint we restart from
-        kept = [r for r in read_jsonl(out / "train_log.jsonl") if r["step"] <= st.step]
-        atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_jsonl(log_file) if r["step"] <= st.step]
+        atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
     bar = tqdm(total=cfg.steps, initial=st.step, desc=f"train {cfg.method}", disable=not progress, unit="step")
     while st.step < cfg.steps:
         loss = trainer.step(st)
@@ -223,7 +241,7 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
             raise GcplError(f"training diverged at step {st.step} (loss {loss}); lower --lr")
         if out is not None and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
             recent = st.losses[-cfg.log_every :]
-            append_jsonl(out / "train_log.jsonl", {"step": st.step, "loss": sum(recent) / len(recent)})
+            append_jsonl(log_file, {"step": st.step, "loss": sum(recent) / len(recent)})
         if ckpt is not None and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
             save_checkpoint(ckpt, st)
     bar.close()

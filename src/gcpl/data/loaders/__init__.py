@@ -1,0 +1,45 @@
+"""Dataset loaders: each dataset as its owners distribute it -> one canonical `Split`.
+
+    from gcpl.data.loaders import prepare_dataset, class_counts
+    path, split = prepare_dataset("cars", "/data/stanford_cars", seed=0)
+
+`prepare_dataset` writes (or reuses) the split JSON; the per-dataset loaders (`load_cars`, ...,
+all `(root, seed=0, test_fraction=None) -> Split`) only read. The presets that tie a dataset to
+its prompt template live in `gcpl.presets`.
+"""
+
+from .common import IMAGE_EXTENSIONS, humanize, stratified_split
+from .datasets import (
+    DEFAULT_TEST_FRACTION,
+    LOADERS,
+    load_cars,
+    load_cornseeds,
+    load_crc5k,
+    load_flowers102,
+    load_folder,
+    load_fractals,
+    load_isic2018,
+    load_lc25000,
+)
+from .matfile import loadmat
+from .prepare import class_counts, prepare_dataset, split_file_name
+
+__all__ = [
+    "DEFAULT_TEST_FRACTION",
+    "IMAGE_EXTENSIONS",
+    "LOADERS",
+    "class_counts",
+    "humanize",
+    "load_cars",
+    "load_cornseeds",
+    "load_crc5k",
+    "load_flowers102",
+    "load_folder",
+    "load_fractals",
+    "load_isic2018",
+    "load_lc25000",
+    "loadmat",
+    "prepare_dataset",
+    "split_file_name",
+    "stratified_split",
+]

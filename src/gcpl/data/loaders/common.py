@@ -1,0 +1,247 @@
+"""Shared pieces of the dataset loaders: finding files, reading class folders, the stratified split."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ...errors import GcplError
+from ..splits import Sample, Split
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+)
+
+# How deep below the given root a dataset's files are looked for (archives often unpack into a
+# wrapper folder, Kaggle mirrors nest one more level).
+SEARCH_DEPTH = 3
+
+
+def skipped(name: str) -> bool:
+    """Hidden entries and the `__MACOSX` resource-fork folders that macOS zips carry."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def is_image(name: str) -> bool:
+    return not skipped(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def require_root(root: str | Path, what: str, expected: str, hint: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise GcplError(f"{what} not found under {root} (no such folder): expected {expected}; {hint}")
+    return root.absolute()
+
+
+def walk_dirs(root: Path, max_depth: int = SEARCH_DEPTH) -> Iterable[Path]:
+    """Folders below `root` (root first), breadth first and sorted, hidden ones skipped."""
+    level = [root]
+    for depth in range(max_depth + 1):
+        nxt = []
+        for d in level:
+            yield d
+            if depth < max_depth:
+                try:
+                    entries = sorted(os.scandir(d), key=lambda e: e.name)
+                except OSError:
+                    continue
+                nxt.extend(
+                    Path(e.path) for e in entries if not skipped(e.name) and e.is_dir()
+                )
+        level = nxt
+
+
+def find_file(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | None:
+    """The shallowest file called `name` (case-insensitive) below `root`."""
+    low = name.lower()
+    for d in walk_dirs(root, max_depth):
+        try:
+            for e in os.scandir(d):
+                if e.name.lower() == low and e.is_file():
+                    return Path(e.path)
+        except OSError:
+            continue
+    return None
+
+
+def find_dir(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | None:
+    """The shallowest folder called `name` (case-insensitive) below `root` (root itself included)."""
+    low = name.lower()
+    for d in walk_dirs(root, max_depth):
+        if d.name.lower() == low:
+            return d
+    return None
+
+
+def images_under(folder: Path) -> list[Path]:
+    """All image files below `folder` (recursively, hidden entries skipped), sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not skipped(d))
+        out.extend(Path(dirpath) / f for f in filenames if is_image(f))
+    return sorted(out)
+
+
+def has_images(folder: Path) -> bool:
+    for _dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not skipped(d)]
+        if any(is_image(f) for f in filenames):
+            return True
+    return False
+
+
+class ImageIndex:
+    """Resolve a file name listed in metadata to an image under one folder.
+
+    `folder / name` is tried first; otherwise the image is looked up by its base name anywhere
+    below the folder (mirrors often nest images one level deeper, e.g. `cars_train/cars_train/`,
+    or sort them into class folders).
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self._by_name: dict[str, Path] | None = None
+
+    def resolve(self, name: str) -> Path | None:
+        if self.folder is None:
+            return None
+        direct = self.folder / name
+        if direct.is_file():
+            return direct
+        if self._by_name is None:
+            self._by_name = {}
+            for p in images_under(self.folder):
+                self._by_name.setdefault(p.name, p)
+        return self._by_name.get(Path(name).name)
+
+
+# -- class names -----------------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^\d+[\s._-]+")
+
+
+def humanize(folder_name: str) -> str:
+    """`01_TUMOR` -> `TUMOR`, `sierpinski_gasket` -> `sierpinski gasket` (a bare number stays)."""
+    name = _PREFIX.sub("", folder_name) or folder_name
+    name = re.sub(r"\s+", " ", name.replace("_", " ")).strip()
+    return name or folder_name
+
+
+def unique_names(names: Sequence[str], folders: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for n, f in zip(names, folders):
+        if n in seen:
+            raise GcplError(
+                f"class folders {seen[n]} and {f} both give the class name {n!r}; rename one of them"
+            )
+        seen[n] = f
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """Sub-folders of `folder` that hold at least one image, sorted by name."""
+    try:
+        subs = sorted(
+            (Path(e.path) for e in os.scandir(folder) if e.is_dir() and not skipped(e.name)),
+            key=lambda p: p.name,
+        )
+    except OSError:
+        return []
+    return [s for s in subs if has_images(s)]
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise GcplError(f"cannot read {path}: {e}") from None
+
+
+def read_csv_dicts(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows of a CSV with a header; the header must name every column in `required`."""
+    rows = read_csv_rows(path)
+    if not rows:
+        raise GcplError(f"{path} is empty; expected a header with columns {', '.join(required)}")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise GcplError(
+            f"{path} has header {','.join(header)!r}; expected columns {', '.join(required)} "
+            f"(missing {', '.join(missing)})"
+        )
+    return header, [dict(zip(header, (c.strip() for c in r))) for r in rows[1:]]
+
+
+# -- the stratified split --------------------------------------------------------------------------
+
+
+def check_fraction(test_fraction: float, what: str) -> float:
+    try:
+        f = float(test_fraction)
+    except (TypeError, ValueError):
+        raise GcplError(f"test fraction for {what} must be a number, got {test_fraction!r}") from None
+    if not 0.0 < f < 1.0:
+        raise GcplError(f"test fraction for {what} must be between 0 and 1 (exclusive), got {f}")
+    return f
+
+
+def stratified_split(
+    classes: Sequence[str],
+    samples: Sequence[Sample],
+    test_fraction: float,
+    seed: int,
+    groups: Sequence[str] | None = None,
+    root: Path | None = None,
+) -> Split:
+    """Split `samples` per class into train / test, deterministically for a given seed.
+
+    Within each class (in label order) the samples -- or the groups, when `groups` gives a group
+    key per sample (images of one physical object, which must not straddle train and test) -- are
+    sorted by path (relative to `root`, so the draw does not depend on where the dataset lives),
+    shuffled with `random.Random(seed)`, and the first round(n * test_fraction) go to test. Every
+    class with at least two samples (groups) keeps at least one in train and one in test; a class
+    with a single one keeps it in train. A group belongs to the class of its first sample.
+    """
+
+    def key(s: Sample) -> str:
+        if root is not None:
+            try:
+                return Path(s.path).relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return s.path
+
+    group_label: dict[str, int] = {}
+    by_class: dict[int, dict[str, list[Sample]]] = defaultdict(dict)
+    for i, s in enumerate(samples):
+        g = groups[i] if groups is not None else f"\0{i}"
+        label = group_label.setdefault(g, s.label)
+        by_class[label].setdefault(g, []).append(s)
+    rng = random.Random(seed)
+    train: list[Sample] = []
+    test: list[Sample] = []
+    for label in range(len(classes)):
+        members = by_class.get(label)
+        if not members:
+            continue
+        units = [sorted(m, key=key) for m in members.values()]
+        units.sort(key=lambda m: key(m[0]))
+        rng.shuffle(units)
+        n = len(units)
+        n_test = int(n * test_fraction + 0.5)
+        n_test = min(max(n_test, 1), n - 1) if n >= 2 else 0
+        for u in units[:n_test]:
+            test.extend(u)
+        for u in units[n_test:]:
+            train.extend(u)
+    train.sort(key=lambda s: (s.label, key(s)))
+    test.sort(key=lambda s: (s.label, key(s)))
+    return Split(classes=list(classes), train=train, test=test)
