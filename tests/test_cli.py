@@ -44,7 +44,7 @@ def test_train_then_eval_writes_every_file(tiny_model_dir, class_folder, trained
     assert len(split["train"]) == 9  # 3 shots x 3 classes
 
     ev = tmp_path / "eval"
-    assert _eval(tiny_model_dir, class_folder, ev, "--run", str(trained)) == 0
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained)) == 0
     res = json.loads((ev / "results.json").read_text())
     assert res["n_images"] == 12 and 0 <= res["top1"] <= 1 and len(res["confusion_matrix"]) == 3
     assert res["unet_calls_per_image"] == 3 * 2 + 2 * 2  # stage 1: 3 classes x 2 t; stage 2: 2 more t for 2
@@ -55,12 +55,12 @@ def test_train_then_eval_writes_every_file(tiny_model_dir, class_folder, trained
 
 def test_eval_resumes_where_it_stopped(tiny_model_dir, class_folder, trained, tmp_path):
     ev = tmp_path / "eval"
-    assert _eval(tiny_model_dir, class_folder, ev, "--run", str(trained)) == 0
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained)) == 0
     full = read_jsonl(ev / "predictions.jsonl")
     # simulate a crash: keep 5 lines and a torn sixth
     lines = (ev / "predictions.jsonl").read_text().splitlines()
     (ev / "predictions.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
-    assert _eval(tiny_model_dir, class_folder, ev, "--run", str(trained)) == 0
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained)) == 0
     again = read_jsonl(ev / "predictions.jsonl")
     assert sorted(r["index"] for r in again) == list(range(12))
     by = {r["index"]: r for r in full}
@@ -167,7 +167,7 @@ def test_eval_counts_skipped_images(tiny_model_dir, class_folder, trained, tmp_p
     good = (class_folder / "red" / "001.png").read_bytes()
     (class_folder / "red" / "001.png").write_bytes(good[:40])
     with pytest.warns(UserWarning):
-        assert _eval(tiny_model_dir, class_folder, tmp_path / "e", "--run", str(trained)) == 0
+        assert _eval(tiny_model_dir, class_folder, tmp_path / "e", "--run-dir", str(trained)) == 0
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["skipped_images"] == 1 and res["n_images"] == 11
 
@@ -190,13 +190,13 @@ def test_embedding_width_mismatch(tiny_model_dir, trained, class_folder, tmp_pat
 
     row = json.loads((trained / "tokens.json").read_text())["classes"][0]
     save_file({row["token"]: torch.zeros(1, 768)}, str(trained / row["file"]))
-    err = _err(capsys, _eval(tiny_model_dir, class_folder, tmp_path / "e", "--run", str(trained)))
+    err = _err(capsys, _eval(tiny_model_dir, class_folder, tmp_path / "e", "--run-dir", str(trained)))
     assert "[1, 32]" in err and "another model" in err
 
 
 def test_test_class_not_learned(tiny_model_dir, trained, tmp_path, capsys):
     data = make_class_folder(tmp_path / "d", classes=("red", "yellow"), per_class=2)
-    err = _err(capsys, _eval(tiny_model_dir, data, tmp_path / "e", "--run", str(trained)))
+    err = _err(capsys, _eval(tiny_model_dir, data, tmp_path / "e", "--run-dir", str(trained)))
     assert "'yellow' was not learned" in err
 
 

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam", type=float, default=d.lam, help="CoMPLe negative weight lambda")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    t.add_argument("--groups", type=int, default=d.groups, help="comple: groups of --batch samples per step, "
+                   "each with its own negatives (processes of a multi-GPU run split them)")
     t.add_argument("--max-batch", type=int, default=d.max_batch, help="samples per UNet forward/backward")
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -61,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="folder with one subfolder per class, or a split JSON (uses its test list)")
     e.add_argument("--out", required=True, help="folder for predictions and results")
     src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="trained run folder (from gcpl train)")
+    # not "--run": launchers (torchrun, accelerate) prefix-match it to their own --run-path
+    src.add_argument("--run-dir", dest="run", help="trained run folder (from gcpl train)")
     src.add_argument("--zero-shot", action="store_true", help="plain class names in the template")
     e.add_argument("--template", help="zero-shot template with one {} (default 'A photo of {}.')")
     e.add_argument("--n-samples", type=_ints, help="cumulative (t, noise) pairs per stage, e.g. 20,50,100,500")
@@ -83,7 +86,7 @@ def cmd_train(a) -> None:
 
     cfg = TrainConfig(
         method=a.method, template=a.template, init_word=a.init_word, steps=a.steps, batch=a.batch, lr=a.lr,
-        weight_decay=a.weight_decay, lam=a.lam, flip=not a.no_flip, seed=a.seed, max_batch=a.max_batch,
+        weight_decay=a.weight_decay, lam=a.lam, flip=not a.no_flip, seed=a.seed, max_batch=a.max_batch, groups=a.groups,
         checkpoint_every=a.checkpoint_every,
     )
     job = TrainJob(
