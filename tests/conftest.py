@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny models run fastest on one thread (measured: a 3-method grid 4 s on 1 thread, 26 s on 2).
+torch.set_num_threads(1)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 

@@ -71,6 +71,7 @@ class Backbone:
     prediction_type: str  # "epsilon" or "v_prediction"
     device: torch.device
     dtype: torch.dtype
+    scheduler_config: dict  # the model's own scheduler config (for samplers: DDIMScheduler.from_config)
 
     @property
     def scaling_factor(self) -> float:
@@ -174,6 +175,7 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
         m.eval()
         m.to(dev)
     alphas_cumprod = scheduler.alphas_cumprod.to(device=dev, dtype=torch.float32)
-    bb = Backbone(str(model or path), tokenizer, text_encoder, vae, unet, alphas_cumprod, prediction_type, dev, dt)
+    bb = Backbone(str(model or path), tokenizer, text_encoder, vae, unet, alphas_cumprod, prediction_type, dev, dt,
+                  dict(scheduler.config))
     log.info("loaded %s", bb.describe())
     return bb

@@ -77,6 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--part", default="test", choices=["train", "val", "test"], help="list of a split JSON")
     e.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     _add_model_args(e)
+
+    dm = sub.add_parser("demo", help="offline demo on the bundled model: zero-shot vs GCPL vs CoMPLe vs baselines")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--classes", type=int, default=10)
+    dm.add_argument("--shots", type=int, default=16)
+    dm.add_argument("--test-per-class", type=int, default=20)
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--steps", type=int, help="training steps of GCPL and CoMPLe (default 300)")
+    dm.add_argument("--n-samples", type=_ints, help="classifier schedule (default 10: 10 timesteps, one stage)")
+    dm.add_argument("--keep", type=_ints)
+    dm.add_argument("--methods", default="zeroshot,gcpl,comple")
+    dm.add_argument("--no-samples", action="store_true", help="skip generating samples.png")
+    dm.add_argument("--model", default="tiny", help="the bundled model (default) or any SD folder / hub id")
+    dm.add_argument("--device")
+
+    f = sub.add_parser("fractals", help="write the fine-grained IFS fractal benchmark as a class-per-folder dataset")
+    f.add_argument("--out", required=True)
+    f.add_argument("--classes", type=int, default=10)
+    f.add_argument("--per-class", type=int, default=100)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, default=32, help="image side in pixels")
+
+    from .experiment import add_cli
+
+    COMMANDS.update(add_cli(sub))  # experiment, report
     return parser
 
 
@@ -116,7 +141,32 @@ def cmd_eval(a) -> None:
               f"({m['n_images']} images, {m['unet_calls_per_image']:.0f} UNet calls each) -> {a.out}/results.md")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+def cmd_demo(a) -> None:
+    from .demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=a.out, classes=a.classes, shots=a.shots, test_per_class=a.test_per_class, seed=a.seed,
+                     model=a.model, device=a.device, methods=tuple(m for m in a.methods.split(",") if m),
+                     samples=not a.no_samples)
+    bad = set(cfg.methods) - {"zeroshot", "gcpl", "comple"}
+    if bad:
+        raise GcplError(f"--methods: unknown {', '.join(sorted(bad))}; use zeroshot, gcpl, comple")
+    if a.steps is not None:
+        cfg.gcpl.steps = cfg.comple.steps = a.steps
+    if a.n_samples or a.keep:
+        from .classify import ClassifyConfig
+
+        cfg.classify = ClassifyConfig(n_samples=a.n_samples, keep=a.keep)
+    run_demo(cfg)
+
+
+def cmd_fractals(a) -> None:
+    from .data.fractals import generate_benchmark
+
+    out = generate_benchmark(a.out, n_classes=a.classes, per_class=a.per_class, seed=a.seed, size=a.size)
+    print(f"wrote {a.classes} classes x {a.per_class} images to {out}")
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fractals": cmd_fractals}
 
 
 def main(argv: list[str] | None = None) -> int:

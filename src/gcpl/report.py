@@ -43,3 +43,26 @@ def confusion_png(cm: list[list[int]], classes: list[str], path: str | Path, tit
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def confusion_grid(mats: dict[str, list[list[int]]], classes: list[str], path: str | Path) -> None:
+    """Several row-normalised confusion matrices side by side (one per method)."""
+    import numpy as np
+
+    plt = _plt()
+    n = max(1, len(mats))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.6), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], mats.items()):
+        cm = np.asarray(cm, dtype=float)
+        rows = cm.sum(1, keepdims=True)
+        ax.imshow(np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0), cmap="Blues", vmin=0, vmax=1)
+        acc = np.trace(cm) / max(cm.sum(), 1)
+        ax.set_title(f"{title}\ntop-1 {100 * acc:.1f}%", fontsize=9)
+        if len(classes) <= 20:
+            ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

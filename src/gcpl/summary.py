@@ -1,0 +1,292 @@
+"""Tables and plots of an experiment folder (see gcpl.experiment), rebuilt from its finished runs.
+
+A run is finished when its eval/results.json exists (evaluate writes it last, atomically).
+Writes into the experiment folder:
+    summary.md              top-1 and mean per-class accuracy, mean ± std over seeds, per method x
+                            shots (the layout of the paper's Table 2), every run, missing runs
+    summary.csv             one row per (method, shots): seeds, mean and std of each metric in %
+    accuracy_vs_shots.png   top-1 vs shots, one line per method with std error bars, zero-shot as a
+                            horizontal line with a ±std band (the paper's Figure 3); needs matplotlib
+and per run eval/per_class.md (and eval/confusion.png when it is missing).
+std is the sample standard deviation over seeds (n - 1 in the denominator); empty for one seed.
+Zero-shot runs (shots 0) do not use training images: the wide tables repeat them for every shots value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GcplError
+from .io import atomic_write_text, read_json
+
+METHOD_ORDER = ("zeroshot", "gcpl", "comple")
+LABELS = {"zeroshot": "Zero-shot", "gcpl": "GCPL", "comple": "CoMPLe"}
+METRICS = (  # (results.json key, column stem, header)
+    ("top1", "top1", "top-1 (%)"),
+    ("mean_per_class_accuracy", "mean_per_class_acc", "mean per-class acc. (%)"),
+    ("top5", "top5", "top-5 (%)"),
+    ("macro_f1", "macro_f1", "macro-F1 (%)"),
+)
+CSV_COLUMNS = ["method", "shots", "n_seeds", "seeds", "test_images"] + [
+    f"{stem}_{s}" for _, stem, _ in METRICS for s in ("mean", "std")
+]
+_RUN_DIR = re.compile(r"^shots(\d+)$"), re.compile(r"^seed(-?\d+)$")
+
+
+@dataclass
+class RunResult:
+    method: str
+    shots: int
+    seed: int
+    folder: Path  # the run folder (holds train/ and eval/)
+    results: dict
+
+
+def _order(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def find_runs(out: str | Path) -> list[RunResult]:
+    """Finished runs under out/<method>/shots<k>/seed<s>/, sorted by (method order, shots, seed)."""
+    out = Path(out)
+    runs = []
+    for res in out.glob("*/shots*/seed*/eval/results.json"):
+        folder = res.parent.parent
+        ks, ss = _RUN_DIR[0].match(folder.parent.name), _RUN_DIR[1].match(folder.name)
+        if not ks or not ss:
+            continue
+        try:
+            m = read_json(res)
+        except (OSError, ValueError):
+            continue
+        if "top1" not in m:  # no image scored
+            continue
+        runs.append(RunResult(folder.parent.parent.name, int(ks[1]), int(ss[1]), folder, m))
+    return sorted(runs, key=lambda r: (_order(r.method), r.method, r.shots, r.seed))
+
+
+def _stats(values: list[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(runs: list[RunResult]) -> list[dict]:
+    """One row per (method, shots): seeds and mean/std (in %) of each metric over the seeds."""
+    groups: dict[tuple[str, int], list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault((r.method, r.shots), []).append(r)
+    rows = []
+    for (method, shots), group in groups.items():
+        n_img = sorted({r.results["n_images"] for r in group})
+        row = {"method": method, "shots": shots, "n_seeds": len(group), "seeds": [r.seed for r in group],
+               "test_images": n_img[0] if len(n_img) == 1 else f"{n_img[0]}-{n_img[-1]}"}
+        for key, stem, _ in METRICS:
+            row[f"{stem}_mean"], row[f"{stem}_std"] = _stats([100 * float(r.results[key]) for r in group])
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _num(x) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        w.writerow([r["method"], r["shots"], r["n_seeds"], ";".join(map(str, r["seeds"])), r["test_images"]]
+                   + [_num(r[c]) for c in CSV_COLUMNS[5:]])
+    return buf.getvalue()
+
+
+def _wide_table(rows: list[dict], shots: list[int], stem: str) -> list[str]:
+    by = {(r["method"], r["shots"]): r for r in rows}
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (_order(m), m))
+    cols = shots or [0]
+    head = ["method"] + ([f"{k}-shot" for k in shots] if shots else ["zero-shot"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        cells = []
+        for k in cols:
+            r = by.get((m, 0 if m == "zeroshot" else k))
+            cells.append(_pm(r[f"{stem}_mean"], r[f"{stem}_std"]) if r else "–")
+        label = LABELS.get(m, m) + (" †" if m == "zeroshot" and shots else "")
+        lines.append("| " + " | ".join([label] + cells) + " |")
+    return lines
+
+
+def _header(exp: dict | None, out: Path) -> list[str]:
+    lines = ["# Experiment summary", ""]
+    if not exp:
+        return lines
+    s = exp.get("settings", {})
+    facts = [
+        ("dataset", s.get("dataset") or "(split file)"), ("split", exp.get("split")),
+        ("model", s.get("model") or "default (SD-1.4)"), ("template", s.get("template")),
+        ("init word", s.get("init_word")),
+        ("steps", f"GCPL {s.get('steps_gcpl')}, CoMPLe {s.get('steps_comple')}"),
+        ("classifier schedule", "by class count" if s.get("n_samples") is None
+         else f"n_samples {s.get('n_samples')}, keep {s.get('keep')}"),
+        ("test images per run", "all" if s.get("limit") is None else f"a seeded subset of {s.get('limit')}"),
+    ]
+    return lines + [f"- {k}: {v}" for k, v in facts if v is not None] + [""]
+
+
+def _planned(exp: dict | None) -> list[tuple[str, int, int]]:
+    if not exp or "grid" not in exp:
+        return []
+    g = exp["grid"]
+    out = []
+    for m in sorted(g.get("methods", []), key=lambda m: (_order(m), m)):
+        for k in [0] if m == "zeroshot" else g.get("shots", []):
+            out += [(m, k, s) for s in g.get("seeds", [])]
+    return out
+
+
+def per_class_markdown(m: dict) -> str:
+    """Per-class accuracy of one run from its results.json (confusion matrix rows: true classes)."""
+    classes, cm = m["classes"], m["confusion_matrix"]
+    lines = ["# Per-class accuracy", "", f"top-1 {100 * m['top1']:.2f}%, mean per-class accuracy "
+             f"{100 * m['mean_per_class_accuracy']:.2f}%, {m['n_images']} images", "",
+             "| class | test images | correct | accuracy | most often predicted instead |", "|---|---|---|---|---|"]
+    for i, name in enumerate(classes):
+        row = cm[i]
+        n, ok = sum(row), row[i]
+        wrong = [(row[j], classes[j]) for j in range(len(classes)) if j != i and row[j]]
+        other = max(wrong, key=lambda x: (x[0], -classes.index(x[1]))) if wrong else None
+        acc = f"{100 * ok / n:.1f}%" if n else "–"
+        lines.append(f"| {name} | {n} | {ok} | {acc} | {f'{other[1]} ({other[0]})' if other else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _run_files(r: RunResult) -> None:
+    ev = r.folder / "eval"
+    atomic_write_text(ev / "per_class.md", per_class_markdown(r.results))
+    if not (ev / "confusion.png").exists():
+        try:
+            from .report import confusion_png
+
+            confusion_png(r.results["confusion_matrix"], r.results["classes"], ev / "confusion.png")
+        except ImportError:
+            pass
+
+
+def summary_markdown(rows: list[dict], runs: list[RunResult], exp: dict | None, out: Path) -> str:
+    lines = _header(exp, out)
+    planned = _planned(exp)
+    done = {(r.method, r.shots, r.seed) for r in runs}
+    missing = [p for p in planned if p not in done]
+    if planned:
+        lines += [f"Finished runs: {len(done & set(planned))} of {len(planned)} planned"
+                  + (f" (and {len(done - set(planned))} others)" if done - set(planned) else "") + ".", ""]
+    if not rows:
+        return "\n".join(lines + ["No finished run yet.", ""])
+    shots = sorted({r["shots"] for r in rows if r["method"] != "zeroshot"}
+                   | {k for _, k, _ in planned if k > 0})
+    lines += ["## Results", "",
+              "Mean ± std over seeds (std: sample standard deviation; none for a single seed). "
+              "Zero-shot uses no training images (shots 0).", "",
+              "| method | shots | seeds | " + " | ".join(h for _, _, h in METRICS) + " | test images |",
+              "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    for r in rows:
+        cells = [_pm(r[f"{stem}_mean"], r[f"{stem}_std"]) for _, stem, _ in METRICS]
+        lines.append(f"| {LABELS.get(r['method'], r['method'])} | {r['shots']} | {r['n_seeds']} | "
+                     + " | ".join(cells) + f" | {r['test_images']} |")
+    foot = ["", "† zero-shot does not depend on shots: its runs (one per seed) are repeated in every column.", ""]
+    lines += ["", "## Top-1 accuracy (%) by shots (layout of the paper's Table 2)", ""]
+    lines += _wide_table(rows, shots, "top1") + foot
+    lines += ["## Mean per-class accuracy (%) by shots", ""]
+    lines += _wide_table(rows, shots, "mean_per_class_acc") + foot
+    lines += ["## Runs", "", "| method | shots | seed | top-1 (%) | mean per-class acc. (%) | images | files |",
+              "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rel = r.folder.relative_to(out).as_posix()
+        files = " ".join(f"[{f.split('.')[0]}]({rel}/eval/{f})"
+                         for f in ("results.md", "per_class.md", "confusion.png") if (r.folder / "eval" / f).exists())
+        lines.append(f"| {LABELS.get(r.method, r.method)} | {r.shots} | {r.seed} | {100 * r.results['top1']:.2f} | "
+                     f"{100 * r.results['mean_per_class_accuracy']:.2f} | {r.results['n_images']} | {files} |")
+    if missing:
+        lines += ["", "## Missing runs", "", ", ".join(f"{m}/shots{k}/seed{s}" for m, k, s in missing)]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
+    """Top-1 vs shots (Figure 3 layout): trained methods as lines with std error bars, zero-shot flat."""
+    from .report import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = {"gcpl": "tab:blue", "comple": "tab:orange"}
+    trained = sorted({r["method"] for r in rows if r["method"] != "zeroshot"}, key=lambda m: (_order(m), m))
+    xs = sorted({r["shots"] for r in rows if r["method"] != "zeroshot"})
+    for m in trained:
+        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["shots"])
+        ax.errorbar([r["shots"] for r in pts], [r["top1_mean"] for r in pts],
+                    yerr=[r["top1_std"] or 0.0 for r in pts], marker="o", capsize=4, label=LABELS.get(m, m),
+                    color=colours.get(m))
+    for r in rows:
+        if r["method"] == "zeroshot":
+            mean, std = r["top1_mean"], r["top1_std"] or 0.0
+            ax.axhline(mean, color="tab:gray", linestyle="--",
+                       label=LABELS["zeroshot"] + (" (band: ± std)" if std else ""))
+            if std:
+                ax.axhspan(mean - std, mean + std, color="tab:gray", alpha=0.15, linewidth=0)
+    if xs:
+        if len(xs) > 1 and xs[0] > 0:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, -2.0), min(hi, 102.0))  # error bars of accuracies may reach past 0 or 100
+    ax.set_xlabel("shots (training images per class)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title or "Top-1 accuracy vs shots (mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summarize_experiment(out: str | Path) -> dict:
+    """Read the finished runs of an experiment folder and (re)write its summary files."""
+    out = Path(out)
+    if not out.is_dir():
+        raise GcplError(f"{out} is not a folder; give the --out folder of `gcpl experiment`")
+    exp_file = out / "experiment.json"
+    exp = read_json(exp_file) if exp_file.exists() else None
+    runs = find_runs(out)
+    if exp is None and not runs:
+        raise GcplError(f"{out} holds no experiment (no experiment.json and no <method>/shots<k>/seed<s>/eval "
+                        "runs); give the --out folder of `gcpl experiment`")
+    for r in runs:
+        _run_files(r)
+    rows = aggregate(runs)
+    atomic_write_text(out / "summary.csv", _csv(rows))
+    atomic_write_text(out / "summary.md", summary_markdown(rows, runs, exp, out))
+    files = [out / "summary.md", out / "summary.csv"]
+    if rows:
+        try:
+            ds = (exp or {}).get("settings", {}).get("dataset")
+            accuracy_plot(rows, out / "accuracy_vs_shots.png",
+                          f"{ds}: top-1 vs shots (mean ± std over seeds)" if ds else "")
+            files.append(out / "accuracy_vs_shots.png")
+        except ImportError:
+            pass
+    return {"rows": rows, "runs": [{"method": r.method, "shots": r.shots, "seed": r.seed,
+                                    "folder": str(r.folder), "results": r.results} for r in runs],
+            "missing": [f"{m}/shots{k}/seed{s}" for m, k, s in _planned(exp)
+                        if (m, k, s) not in {(r.method, r.shots, r.seed) for r in runs}],
+            "files": [str(f) for f in files]}
