@@ -104,3 +104,17 @@ def test_schedule_validation():
     for n in (2, 10, 37, 102, 196):
         ns, keep = default_schedule(n)
         assert keep[-1] == 1 and keep[0] <= n
+
+
+def test_nested_stages_only_add_new_timesteps():
+    from gcpl.classify import nested_order
+
+    order = nested_order(500)
+    assert sorted(order) == list(range(500))
+    first = sorted(order[:20])
+    gaps = [b - a for a, b in zip(first, first[1:])]
+    assert max(gaps) <= 2 * 500 // 20  # a prefix is spread over the whole pool
+    bb, clf = _clf([0.01 * i for i in range(100)], n_samples=(2, 10, 50), keep=(10, 3, 1), nested=True, batch=256)
+    (res,) = clf.score(torch.randn(1, 4, 8, 8))
+    assert res.unet_calls == bb.unet.calls == 100 * 2 + 10 * 8 + 3 * 40
+    assert res.pred == 0

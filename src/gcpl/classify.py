@@ -26,6 +26,8 @@ class ClassifyConfig:
     norm: str = "l2"  # "l2" (paper) or "l1"
     batch: int = 64  # UNet samples per call
     seed: int = 0  # seeds the shared noise
+    nested: bool = False  # stages take growing prefixes of one low-discrepancy order of the pool
+    # (each stage adds only new, evenly spread timesteps); False: Li et al.'s re-spaced stages
 
     def schedule(self, n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if self.n_samples is None and self.keep is None:
@@ -66,9 +68,17 @@ def timestep_pool(n: int, T: int) -> torch.Tensor:
 
 
 def stage_subset(pool_size: int, n: int) -> list[int]:
-    """Indices of n evenly spaced members of a pool (nested across growing n when sizes divide)."""
+    """Li et al.: indices of n evenly spaced members of the pool (re-spaced for every stage)."""
     step = pool_size // n
     return list(range(step // 2, pool_size, step))[:n]
+
+
+def nested_order(pool_size: int) -> list[int]:
+    """Pool indices in van der Corput (bit-reversal) order: every prefix is spread evenly over
+    the pool, so growing stages are nested and each adds only new timesteps."""
+    bits = max(1, (pool_size - 1).bit_length())
+    keyed = sorted(range(pool_size), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+    return keyed
 
 
 @dataclass
@@ -119,10 +129,12 @@ class DiffusionClassifier:
         done: list[set[int]] = [set() for _ in range(M)]  # pool indices evaluated (same for all alive)
         calls = [0] * M
         pool = len(self.ts)
+        order = nested_order(pool) if self.cfg.nested else None
         for s, (n, keep) in enumerate(zip(self.n_samples, self.keep)):
             triples = []
+            stage = order[:n] if order is not None else stage_subset(pool, n)
             for m in range(M):
-                new = [k for k in stage_subset(pool, n) if k not in done[m]]
+                new = [k for k in stage if k not in done[m]]
                 done[m].update(new)
                 triples += [(m, c, k) for c in alive[m] for k in new]
                 calls[m] += len(alive[m]) * len(new)
