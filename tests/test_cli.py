@@ -208,3 +208,16 @@ def test_existing_run_needs_resume(tiny_model_dir, class_folder, trained, capsys
 def test_missing_model(class_folder, tmp_path, capsys):
     err = _err(capsys, _train(tmp_path / "no-model", class_folder, tmp_path / "r"))
     assert "--model" in err
+
+
+def test_prepare_prints_counts_and_writes_split(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "d", per_class=5)
+    assert main(["prepare", "folder", "--root", str(data), "--out", str(tmp_path / "split.json")]) == 0
+    out = capsys.readouterr().out
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert len(split["train"]) + len(split["test"]) == 15 and "total" in out and "blue" in out
+
+
+def test_prepare_missing_dataset(tmp_path, capsys):
+    err = _err(capsys, main(["prepare", "flowers102", "--root", str(tmp_path / "nope")]))
+    assert "Flowers102" in err and "expected" in err

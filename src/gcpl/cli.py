@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--size", type=int, default=32, help="image side in pixels")
 
+    pr = sub.add_parser("prepare", help="read a dataset as distributed and write its canonical split JSON")
+    pr.add_argument("dataset", help="cars, flowers102, cornseeds, crc5k, isic2018, lc25000, fractals or folder")
+    pr.add_argument("--root", required=True, help="the dataset's folder as downloaded")
+    pr.add_argument("--out", help="split JSON to write (default: ROOT/gcpl_split_<dataset>_seed<seed>.json)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the stratified split (datasets without one)")
+    pr.add_argument("--test-fraction", type=float, help="held-out fraction (default: the preset's)")
+
     from .experiment import add_cli
 
     COMMANDS.update(add_cli(sub))  # experiment, report
@@ -159,6 +166,23 @@ def cmd_demo(a) -> None:
     run_demo(cfg)
 
 
+def cmd_prepare(a) -> None:
+    from .presets import class_counts, get_preset, prepare_dataset
+
+    preset = get_preset(a.dataset)
+    path, split = prepare_dataset(preset.name, a.root, out=a.out, seed=a.seed, test_fraction=a.test_fraction)
+    counts = class_counts(split)
+    parts = [p for p in ("train", "val", "test") if any(p in c for c in counts.values())]
+    width = max(len(c) for c in counts)
+    print(f"{'class':<{width}}  " + "  ".join(f"{p:>6}" for p in parts))
+    for name, c in counts.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{c.get(p, 0):>6}" for p in parts))
+    totals = "  ".join(f"{sum(c.get(p, 0) for c in counts.values()):>6}" for p in parts)
+    print(f"{'total':<{width}}  {totals}")
+    print(f"{len(split.classes)} classes; split written to {path}")
+    print(f'template "{preset.template}", init word "{preset.init_word}"')
+
+
 def cmd_fractals(a) -> None:
     from .data.fractals import generate_benchmark
 
@@ -166,7 +190,8 @@ def cmd_fractals(a) -> None:
     print(f"wrote {a.classes} classes x {a.per_class} images to {out}")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fractals": cmd_fractals}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fractals": cmd_fractals,
+            "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:
