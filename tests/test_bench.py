@@ -1,0 +1,112 @@
+"""Smoke tests of the benchmarks in bench/: each runs end to end at toy size and returns sane numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"gcpl_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_train_speed_toy(tiny_model_dir, capsys):
+    ts = _load("train_speed")
+    r = ts.main(["--model", str(tiny_model_dir), "--classes", "2", "--shots", "2", "--steps", "2", "--batch", "2",
+                 "--accum", "2"])
+    assert _last_json(capsys)["ratio"] == pytest.approx(r["ratio"])
+    # the same image-steps per class for both: steps x batch x classes
+    assert r["ours"]["image_steps"] == r["reference"]["image_steps"] == 8
+    assert r["ratio"] > 0 and r["ours"]["image_steps_per_s"] > 0
+
+
+def test_reference_only_trains_the_placeholder_row(backbone):
+    """The reference loop keeps every other embedding row bit-identical, as diffusers' script does."""
+    import torch
+
+    common = _load("_common")
+    pixels = torch.rand(2, 3, backbone.resolution, backbone.resolution) * 2 - 1
+    ref = common.ReferenceTextualInversion(backbone.tokenizer, backbone.text_encoder, backbone.vae, backbone.unet,
+                                           common.ddpm_scheduler(backbone.scheduler_config), pixels, accum=2, lr=1e-2)
+    before = ref.text_encoder.get_input_embeddings().weight.detach().clone()
+    for _ in range(4):
+        ref.micro_step()
+    after = ref.text_encoder.get_input_embeddings().weight.detach()
+    changed = (after != before).any(1).nonzero().flatten().tolist()
+    assert changed == ref.placeholder_ids
+    assert len(backbone.tokenizer) + 1 == len(ref.tokenizer)  # the shared tokenizer is untouched
+
+
+def test_classifier_bench_toy(backbone, tiny_model_dir, class_folder, tmp_path, capsys):
+    from gcpl.api import TrainJob, train
+    from gcpl.train import TrainConfig
+
+    run = train(TrainJob(data=str(class_folder), out=str(tmp_path / "run"), shots=2, model=str(tiny_model_dir),
+                         device="cpu", train=TrainConfig(steps=2, batch=2, checkpoint_every=0)),
+                progress=False, backbone=backbone)
+    cb = _load("classifier")
+    out = tmp_path / "cls.json"
+    r = cb.main(["--run", str(run), "--data", str(class_folder), "--limit", "4", "--device", "cpu",
+                 "--baseline", "4,8:2,1", "--schedule", "2,4:1,1", "--schedule", "4,8:2,1",
+                 "--full-subset", "2", "--full-n", "8", "--out", str(out)])
+    assert json.loads(out.read_text())["n_images"] == 4 == r["n_images"]
+    names = [s["name"] for s in r["schedules"]]
+    assert names[0].startswith("baseline") and "custom 2" in names[0]  # identical schedules merged
+    assert len(names) == 3  # baseline (= custom 2), default_schedule, custom 1
+    base = r["schedules"][0]
+    assert base["agree_baseline"] == 1.0
+    # 3 classes: stage 1 all 3 on 4 pairs, stage 2 the best 2 on 4 more
+    assert base["unet_calls_per_image"] == 3 * 4 + 2 * 4
+    assert r["schedules"][2]["unet_calls_per_image"] == 3 * 2 + 1 * 2
+    full = r["full"]
+    assert full["subset"] == 2 and full["unet_calls_per_image"] == 3 * 8 and full["agree_full_subset"] == 1.0
+    for s in r["schedules"]:
+        assert 0 <= s["top1"] <= 1 and 0 <= s["agree_full_subset"] <= 1 and s["images_per_s"] > 0
+    assert _last_json(capsys)["bench"] == "classifier"
+
+
+def test_gpu_true_size_small_on_cpu(tmp_path, capsys):
+    g = _load("gpu_true_size")
+    out = tmp_path / "gpu.json"
+    r = g.main(["--size", "small", "--device", "cpu", "--batch", "4", "--classes", "3", "--steps", "1",
+                "--warmup", "0", "--ref-micro-steps", "2", "--out", str(out)])
+    phases = json.loads(out.read_text())["phases"]
+    assert set(phases) >= {"build", "flops", "classify", "train_ours", "train_ref"}
+    assert r["phases"]["flops"]["unet_flops_per_call_counted"] > 0
+    assert r["phases"]["classify"]["unet_calls_per_s"] > 0
+    assert r["phases"]["train_ref"]["ratio_ours_over_ref"] > 0
+    assert _last_json(capsys)["bench"] == "gpu_true_size"
+
+
+def test_oom_retry_halves_the_batch(tmp_path):
+    g = _load("gpu_true_size")
+    bench = g.Bench(g.parse_args(["--size", "small", "--out", str(tmp_path / "x.json")]))
+    tried = []
+
+    def fn(b):
+        tried.append(b)
+        if b > 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"ok": True}
+
+    import torch
+
+    assert g.with_oom_retry(bench, "classify", 64, fn, torch.device("cpu")) == {"ok": True, "batch": 8}
+    assert tried == [64, 32, 16, 8]
+    with pytest.raises(ValueError):
+        g.with_oom_retry(bench, "classify", 4, lambda b: (_ for _ in ()).throw(ValueError("other")), torch.device("cpu"))
