@@ -77,11 +77,12 @@ class TrainJob:
     allow_fewer: bool = False  # classes with fewer than `shots` images use all they have
     strict: bool = False  # unreadable images are errors instead of warnings
     resume: bool = False
+    compile: bool = False  # torch.compile the UNet (GPU speed; same results up to float rounding)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def settings(self) -> dict:
         d = asdict(self)
-        d.pop("out"), d.pop("resume"), d.pop("device")
+        d.pop("out"), d.pop("resume"), d.pop("device"), d.pop("compile")
         # steps may grow on resume (train longer); checkpoint cadence is not a result-changing setting
         d["train"].pop("checkpoint_every"), d["train"].pop("log_every"), d["train"].pop("steps")
         return d
@@ -99,7 +100,7 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
     w = world()
-    bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype)
+    bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
     size = job.resolution or bb.resolution
     loaded = load_batch([s.path for s in support], size, strict=job.strict)
     kept = [support[i] for i in loaded.kept]
@@ -193,11 +194,12 @@ class EvalJob:
     limit: int | None = None  # evaluate only the first N images (after a seeded shuffle)
     images_per_batch: int = 8  # images scored together (their UNet calls share batches)
     strict: bool = False
+    compile: bool = False  # torch.compile the UNet
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def settings(self) -> dict:
         d = asdict(self)
-        for k in ("out", "device", "images_per_batch"):
+        for k in ("out", "device", "images_per_batch", "compile"):
             d.pop(k)
         d["classify"].pop("batch")
         return d
@@ -223,7 +225,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     run_cfg = read_json(Path(job.run) / "config.json") if job.run and (Path(job.run) / "config.json").exists() else {}
     model = job.model or run_cfg.get("settings", {}).get("model")
     w = world()
-    bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype)
+    bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype, job.compile)
     classes, embeds, template, source = _class_embeddings(job, bb)
     data_classes, samples = read_samples(job.data, job.part)
     if job.zero_shot:

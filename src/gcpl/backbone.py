@@ -133,8 +133,12 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-def load_backbone(model: str | None = None, device: str | None = None, dtype: str | None = None) -> Backbone:
-    """Load tokenizer, text encoder, VAE, UNet and the DDPM training schedule, all frozen."""
+def load_backbone(model: str | None = None, device: str | None = None, dtype: str | None = None,
+                  compile: bool = False) -> Backbone:
+    """Load tokenizer, text encoder, VAE, UNet and the DDPM training schedule, all frozen.
+
+    On CUDA the UNet uses channels_last (faster convolutions with cuDNN); `compile` wraps it in
+    torch.compile (pays a warm-up once, then faster calls; worth it for long evaluations)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -174,6 +178,10 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
         m.requires_grad_(False)
         m.eval()
         m.to(dev)
+    if dev.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+    if compile:
+        unet = torch.compile(unet)
     alphas_cumprod = scheduler.alphas_cumprod.to(device=dev, dtype=torch.float32)
     bb = Backbone(str(model or path), tokenizer, text_encoder, vae, unet, alphas_cumprod, prediction_type, dev, dt,
                   dict(scheduler.config))

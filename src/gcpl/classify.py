@@ -97,9 +97,9 @@ class DiffusionClassifier:
         self.embeds = class_embeds.to(backbone.device, backbone.dtype)
         C = class_embeds.shape[0]
         self.n_samples, self.keep = cfg.schedule(C)
-        self.ts = timestep_pool(self.n_samples[-1], backbone.num_train_timesteps)
-        g = torch.Generator().manual_seed(cfg.seed)
-        self.noise = torch.randn((len(self.ts), *latent_shape), generator=g)
+        g = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU: the same noise on every device
+        self.noise = torch.randn((self.n_samples[-1], *latent_shape), generator=g).to(backbone.device)
+        self.ts = timestep_pool(self.n_samples[-1], backbone.num_train_timesteps).to(backbone.device)
 
     @property
     def n_classes(self) -> int:
@@ -109,15 +109,14 @@ class DiffusionClassifier:
     def _errors(self, x0: torch.Tensor, triples: list[tuple[int, int, int]]) -> torch.Tensor:
         """Errors for (image, class, pool index) triples, batched."""
         bb, out = self.bb, []
-        trip = torch.tensor(triples, dtype=torch.long)
+        trip = torch.tensor(triples, dtype=torch.long, device=bb.device)
+        x0 = x0.to(bb.device)
         for i in range(0, len(triples), self.cfg.batch):
             m, c, k = trip[i : i + self.cfg.batch].unbind(1)
-            err = denoising_error(
-                bb.unet, x0[m].to(bb.device), self.noise[k].to(bb.device), self.ts[k].to(bb.device),
-                self.embeds[c.to(bb.device)], bb.alphas_cumprod, bb.prediction_type, self.cfg.norm,
-            )
-            out.append(err.cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+            err = denoising_error(bb.unet, x0[m], self.noise[k], self.ts[k], self.embeds[c], bb.alphas_cumprod,
+                                  bb.prediction_type, self.cfg.norm)
+            out.append(err)
+        return torch.cat(out).cpu() if out else torch.zeros(0)
 
     def score(self, x0: torch.Tensor) -> list[ImageScore]:
         """x0: (M, C, h, w) scaled latents of M images -> one ImageScore each."""

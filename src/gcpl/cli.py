@@ -24,6 +24,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="precision of the frozen model "
                    "(default: bf16 on CUDA, fp32 on CPU)")
     g.add_argument("--resolution", type=int, help="image size in pixels (default: the model's native size)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; warm-up once, then faster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +124,8 @@ def cmd_train(a) -> None:
     )
     job = TrainJob(
         data=a.data, out=a.out, shots=a.shots, model=a.model, device=a.device, dtype=a.dtype,
-        resolution=a.resolution, allow_fewer=a.allow_fewer, strict=a.strict, resume=a.resume, train=cfg,
+        resolution=a.resolution, allow_fewer=a.allow_fewer, strict=a.strict, resume=a.resume, compile=a.compile,
+        train=cfg,
     )
     if a.shots < 1:
         raise GcplError("--shots must be at least 1")
@@ -138,7 +140,7 @@ def cmd_eval(a) -> None:
     job = EvalJob(
         data=a.data, out=a.out, run=a.run, zero_shot=a.zero_shot, template=a.template, model=a.model,
         device=a.device, dtype=a.dtype, resolution=a.resolution, part=a.part, limit=a.limit,
-        images_per_batch=a.images_per_batch, strict=a.strict,
+        images_per_batch=a.images_per_batch, strict=a.strict, compile=a.compile,
         classify=ClassifyConfig(n_samples=a.n_samples, keep=a.keep, norm=a.norm, batch=a.batch, seed=a.seed),
     )
     m = evaluate(job)
