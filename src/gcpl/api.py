@@ -29,7 +29,7 @@ from .data.splits import Sample, Split, few_shot, read_samples
 from .distributed import default_device_name, world
 from .errors import GcplError
 from .io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
-from .latents import encode
+from .latents import encode, encode_files
 from .metrics import compute_metrics
 from .tokens import (PromptSlot, check_template, encode_prompts, encode_slot_prompts, load_embedding_file,
                      save_embedding_file, token_names)
@@ -102,13 +102,12 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
     size = job.resolution or bb.resolution
-    loaded = load_batch([s.path for s in support], size, strict=job.strict)
-    kept = [support[i] for i in loaded.kept]
+    stats, kept_idx, skipped = encode_files(bb.vae, [s.path for s in support], size, flip=cfg.flip,
+                                            strict=job.strict)
+    kept = [support[i] for i in kept_idx]
     lost = sorted(set(range(len(classes))) - {s.label for s in kept})
     if lost:
         raise GcplError(f"class {classes[lost[0]]!r} has no readable training image left; fix or replace its images")
-
-    stats = encode(bb.vae, loaded.pixels, flip=cfg.flip)
     labels = torch.tensor([s.label for s in kept])
     tokens = token_names(classes, bb.tokenizer)
     config = {
@@ -118,7 +117,7 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         "resolution": size,
         "classes": classes,
         "tokens": tokens,
-        "skipped_images": [{"path": p, "reason": r} for p, r in loaded.skipped],
+        "skipped_images": [{"path": p, "reason": r} for p, r in skipped],
         "versions": versions(),
     }
     if w.is_main:
