@@ -26,15 +26,20 @@ import torch  # noqa: E402
 
 import _common as C  # noqa: E402
 
-LI = ((20, 50, 100, 500), (20, 10, 5, 1))
+LI = ((20, 50, 100, 500), (20, 10, 5, 1), "li")
 
 
-def parse_schedule(s: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def parse_schedule(s: str) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """'n1,n2:k1,k2' (nested stages, gcpl's default spacing) or 'li/n1,n2:k1,k2' (Li et al.'s)."""
+    spacing = "nested"
+    if s.startswith("li/"):
+        spacing, s = "li", s[3:]
     try:
         n, k = s.split(":")
-        return C.ints(n), C.ints(k)
+        return C.ints(n), C.ints(k), spacing
     except ValueError:
-        raise argparse.ArgumentTypeError(f"schedule {s!r} must look like 20,50,100,500:20,10,5,1") from None
+        raise argparse.ArgumentTypeError(f"schedule {s!r} must look like 20,50,100,500:20,10,5,1 "
+                                         "(prefix li/ for Li et al.'s re-spaced stages)") from None
 
 
 def parse_args(argv=None):
@@ -83,10 +88,10 @@ def load_test(a, bb, classes, run_cfg):
     return x0, labels, size, C.now(bb.device) - t0
 
 
-def score(bb, embeds, x0, n_samples, keep, a) -> dict:
+def score(bb, embeds, x0, n_samples, keep, a, spacing="nested") -> dict:
     from gcpl.classify import ClassifyConfig, DiffusionClassifier
 
-    cfg = ClassifyConfig(n_samples=tuple(n_samples), keep=tuple(keep), batch=a.batch, seed=a.seed)
+    cfg = ClassifyConfig(n_samples=tuple(n_samples), keep=tuple(keep), batch=a.batch, seed=a.seed, spacing=spacing)
     clf = DiffusionClassifier(bb, embeds, cfg, tuple(x0.shape[1:]))
     preds, calls = [], []
     t0 = C.now(bb.device)
@@ -100,8 +105,8 @@ def score(bb, embeds, x0, n_samples, keep, a) -> dict:
             "unet_calls_per_s": sum(calls) / dt}
 
 
-def _label(n, k) -> str:
-    return ",".join(map(str, n)) + ":" + ",".join(map(str, k))
+def _label(n, k, spacing="nested") -> str:
+    return ("li/" if spacing == "li" else "") + ",".join(map(str, n)) + ":" + ",".join(map(str, k))
 
 
 def main(argv=None) -> dict:
@@ -126,11 +131,11 @@ def main(argv=None) -> dict:
     # schedules, deduplicated after clipping keep to the class count
     named = [("baseline (Li et al.)", *a.baseline)]
     if not a.no_default:
-        named.append(("default_schedule", *default_schedule(n_cls)))
-    named += [(f"custom {i + 1}", n, k) for i, (n, k) in enumerate(a.schedule)]
+        named.append(("default_schedule", *default_schedule(n_cls), "nested"))
+    named += [(f"custom {i + 1}", n, k, sp) for i, (n, k, sp) in enumerate(a.schedule)]
     schedules: dict[tuple, str] = {}
-    for name, n, k in named:
-        key = check_schedule(tuple(n), tuple(k), n_cls)
+    for name, n, k, sp in named:
+        key = (*check_schedule(tuple(n), tuple(k), n_cls), sp)
         schedules[key] = f"{schedules[key]} = {name}" if key in schedules else name
 
     C.say(f"classifier bench: {len(x0)} images ({n_cls} classes, {size}px, encoded once in {enc_s:.2f} s), "
@@ -139,9 +144,9 @@ def main(argv=None) -> dict:
     score(bb, embeds, x0[:1], (1,), (1,), a)
 
     rows = []
-    for (n, k), name in schedules.items():
-        r = score(bb, embeds, x0, n, k, a)
-        r.update(name=name, schedule=_label(n, k))
+    for (n, k, sp), name in schedules.items():
+        r = score(bb, embeds, x0, n, k, a, sp)
+        r.update(name=name, schedule=_label(n, k, sp))
         rows.append(r)
         C.say(f"  {name:<28} {r['schedule']:<24} {r['unet_calls_per_image']:8.1f} calls/img "
               f"{r['images_per_s']:8.2f} img/s")

@@ -61,7 +61,8 @@ def test_known_answer_and_ranking():
 
 def test_li_et_al_flowers_schedule_costs_5590_calls():
     """DESIGN.md: 20,50,100,500 keep 20,10,5,1 at 102 classes = 5,590 UNet calls per image."""
-    bb, clf = _clf([0.01 * i for i in range(102)], n_samples=(20, 50, 100, 500), keep=(20, 10, 5, 1), batch=512)
+    bb, clf = _clf([0.01 * i for i in range(102)], n_samples=(20, 50, 100, 500), keep=(20, 10, 5, 1), batch=512,
+                   spacing="li")
     (res,) = clf.score(torch.randn(1, 4, 8, 8))
     assert res.unet_calls == bb.unet.calls == 5590
     assert res.pred == 0
@@ -114,7 +115,7 @@ def test_nested_stages_only_add_new_timesteps():
     first = sorted(order[:20])
     gaps = [b - a for a, b in zip(first, first[1:])]
     assert max(gaps) <= 2 * 500 // 20  # a prefix is spread over the whole pool
-    bb, clf = _clf([0.01 * i for i in range(100)], n_samples=(2, 10, 50), keep=(10, 3, 1), nested=True, batch=256)
+    bb, clf = _clf([0.01 * i for i in range(100)], n_samples=(2, 10, 50), keep=(10, 3, 1), batch=256)
     (res,) = clf.score(torch.randn(1, 4, 8, 8))
     assert res.unet_calls == bb.unet.calls == 100 * 2 + 10 * 8 + 3 * 40
     assert res.pred == 0

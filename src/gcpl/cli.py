@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--template", help="zero-shot template with one {} (default 'A photo of {}.')")
     e.add_argument("--n-samples", type=_ints, help="cumulative (t, noise) pairs per stage, e.g. 20,50,100,500")
     e.add_argument("--keep", type=_ints, help="classes kept after each stage, e.g. 20,10,5,1")
+    e.add_argument("--spacing", choices=["nested", "li"], default="nested",
+                   help="nested: each stage adds new timesteps to the last's; li: Li et al.'s re-spaced stages")
     e.add_argument("--norm", choices=["l2", "l1"], default="l2")
     e.add_argument("--batch", type=int, default=64, help="UNet samples per call")
     e.add_argument("--images-per-batch", type=int, default=8, help="images scored together")
@@ -141,7 +143,8 @@ def cmd_eval(a) -> None:
         data=a.data, out=a.out, run=a.run, zero_shot=a.zero_shot, template=a.template, model=a.model,
         device=a.device, dtype=a.dtype, resolution=a.resolution, part=a.part, limit=a.limit,
         images_per_batch=a.images_per_batch, strict=a.strict, compile=a.compile,
-        classify=ClassifyConfig(n_samples=a.n_samples, keep=a.keep, norm=a.norm, batch=a.batch, seed=a.seed),
+        classify=ClassifyConfig(n_samples=a.n_samples, keep=a.keep, norm=a.norm, batch=a.batch, seed=a.seed,
+                                spacing=a.spacing),
     )
     m = evaluate(job)
     if m.get("n_images"):
