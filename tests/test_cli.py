@@ -221,3 +221,14 @@ def test_prepare_prints_counts_and_writes_split(tmp_path, capsys):
 def test_prepare_missing_dataset(tmp_path, capsys):
     err = _err(capsys, main(["prepare", "flowers102", "--root", str(tmp_path / "nope")]))
     assert "Flowers102" in err and "expected" in err
+
+
+def test_v_prediction_model_trains_and_classifies(tiny_v_model_dir, class_folder, tmp_path):
+    """SD-2.x-style v-prediction: the model's config says so, and training/scoring use v targets."""
+    from gcpl.backbone import load_backbone
+
+    assert load_backbone(str(tiny_v_model_dir), device="cpu").prediction_type == "v_prediction"
+    assert _train(tiny_v_model_dir, class_folder, tmp_path / "r", "--method", "comple", "--batch", "3") == 0
+    assert _eval(tiny_v_model_dir, class_folder, tmp_path / "e", "--run-dir", str(tmp_path / "r")) == 0
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert cfg["model"]["prediction_type"] == "v_prediction"
