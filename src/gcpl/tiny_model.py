@@ -100,6 +100,12 @@ def save_pipeline_folder(components: dict, path: str | Path, card: dict | None =
     path.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer", "text_encoder", "vae", "unet", "scheduler"):
         components[name].save_pretrained(path / name)
+    # transformers 5 saves only tokenizer.json; keep CLIP's own vocab.json / merges.txt beside it,
+    # as SD folders have them, so older transformers (slow CLIPTokenizer) load the folder too.
+    import shutil
+
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copyfile(TOKENIZER_DIR / f, path / "tokenizer" / f)
     # A config saved with `_use_default_values` makes diffusers' from_config reset such keys
     # (seen: the VAE scaling_factor silently back to 0.18215); strip it so the file is the truth.
     for sub in ("vae", "unet", "scheduler"):
