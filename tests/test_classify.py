@@ -119,3 +119,17 @@ def test_nested_stages_only_add_new_timesteps():
     (res,) = clf.score(torch.randn(1, 4, 8, 8))
     assert res.unet_calls == bb.unet.calls == 100 * 2 + 10 * 8 + 3 * 40
     assert res.pred == 0
+
+
+def test_calibration_removes_a_class_wide_error_level():
+    """With a UNet whose error depends on the class only, every class has the same generic level
+    after calibration: calibrated scores tie, and the scale is each class's level over the mean."""
+    offsets = [0.0, 0.5, 1.0]
+    bb, clf = _clf(offsets, n_samples=(4,), keep=(1,))
+    calls = clf.calibrate(torch.randn(6, 4, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert calls == 6 * 3 * 4
+    level = torch.tensor([((clf.noise - o) ** 2).mean().item() for o in offsets], dtype=torch.float64)
+    torch.testing.assert_close(clf.scale, level / level.mean(), rtol=1e-5, atol=1e-7)
+    (res,) = clf.score(torch.randn(1, 4, 8, 8))
+    errs = list(res.mean_error.values())
+    assert max(errs) - min(errs) < 1e-6

@@ -194,6 +194,7 @@ class EvalJob:
     images_per_batch: int = 8  # images scored together (their UNet calls share batches)
     strict: bool = False
     compile: bool = False  # torch.compile the UNet
+    calibrate: int = 0  # support images per class (from the run's split.json) to calibrate class scores
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def settings(self) -> dict:
@@ -222,7 +223,8 @@ def _class_embeddings(job: EvalJob, bb) -> tuple[list[str], torch.Tensor, str, d
 def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     out = Path(job.out)
     run_cfg = read_json(Path(job.run) / "config.json") if job.run and (Path(job.run) / "config.json").exists() else {}
-    model = job.model or run_cfg.get("settings", {}).get("model")
+    # the model the run was trained with (its own setting, else the model it actually loaded)
+    model = job.model or run_cfg.get("settings", {}).get("model") or run_cfg.get("model", {}).get("model")
     w = world()
     bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype, job.compile)
     classes, embeds, template, source = _class_embeddings(job, bb)
@@ -264,6 +266,8 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     todo = [i for i in range(len(samples)) if i not in done_idx and w.owns(i)]
     latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
     clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
+    if job.calibrate:
+        _calibrate(clf, job, bb, classes, size)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="eval", unit="img", disable=not progress)
     for j in range(0, len(todo), job.images_per_batch):
         chunk = todo[j : j + job.images_per_batch]
@@ -290,6 +294,18 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
         summarize(out, classes)
     w.barrier()
     return read_json(out / "results.json")
+
+
+def _calibrate(clf: DiffusionClassifier, job: EvalJob, bb, classes: list[str], size: int) -> None:
+    if not job.run:
+        raise GcplError("--calibrate needs a trained run (its support images); it does not apply to --zero-shot")
+    support = Split.from_json(Path(job.run) / "split.json").train
+    index = {c: i for i, c in enumerate(classes)}
+    picked = [s for c in classes for s in [s for s in support if s.class_name == c][: job.calibrate]]
+    stats, kept, _ = encode_files(bb.vae, [s.path for s in picked], size)
+    labels = torch.tensor([index[picked[i].class_name] for i in kept])
+    calls = clf.calibrate(stats.mean[:, 0] * bb.scaling_factor, labels)
+    log.info("calibrated class scores on %d support images (%d UNet calls)", len(kept), calls)
 
 
 def _merge_predictions(out: Path) -> None:

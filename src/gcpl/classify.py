@@ -90,7 +90,7 @@ def nested_order(pool_size: int) -> list[int]:
 class ImageScore:
     pred: int
     ranking: list[int]  # classes best first (later survivors before earlier drop-outs)
-    mean_error: dict[int, float]  # class -> mean error over its evaluated pairs
+    mean_error: dict[int, float]  # class -> mean error over its evaluated pairs (/ its calibration scale)
     unet_calls: int
     stage_reached: dict[int, int] = field(default_factory=dict)
 
@@ -105,6 +105,25 @@ class DiffusionClassifier:
         g = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU: the same noise on every device
         self.noise = torch.randn((self.n_samples[-1], *latent_shape), generator=g).to(backbone.device)
         self.ts = timestep_pool(self.n_samples[-1], backbone.num_train_timesteps).to(backbone.device)
+        self.scale = torch.ones(C, dtype=torch.float64)  # per-class error scale (see calibrate)
+
+    def calibrate(self, x0: torch.Tensor, labels: torch.Tensor) -> int:
+        """Remove each class prompt's generic error level, measured on labelled support images.
+
+        Some learned tokens denoise *every* image a little better than others, and predictions
+        pile onto them. With E[m, c] the mean error of class c on support image m over the first
+        stage's timesteps, class c's level is b_c = mean of E[m, c] over images m of OTHER classes
+        (its own images would reward fitting them); scores are then errors / (b_c / mean(b)).
+        Returns the UNet calls spent."""
+        C = self.n_classes
+        order = nested_order(len(self.ts)) if self.cfg.spacing == "nested" else None
+        ks = order[: self.n_samples[0]] if order is not None else stage_subset(len(self.ts), self.n_samples[0])
+        triples = [(m, c, k) for m in range(len(x0)) for c in range(C) for k in ks]
+        E = self._errors(x0, triples).double().view(len(x0), C, len(ks)).mean(2)
+        other = labels[:, None] != torch.arange(C)[None, :]  # (M, C)
+        b = (E * other).sum(0) / other.sum(0).clamp(min=1)
+        self.scale = b / b.mean()
+        return len(triples)
 
     @property
     def n_classes(self) -> int:
@@ -150,11 +169,11 @@ class DiffusionClassifier:
             for m in range(M):
                 for c in alive[m]:
                     reached[m, c] = s + 1
-                mean = sums[m] / counts[m].clamp(min=1)
+                mean = sums[m] / counts[m].clamp(min=1) / self.scale
                 alive[m] = sorted(alive[m], key=lambda c: mean[c].item())[:keep]
         results = []
         for m in range(M):
-            mean = sums[m] / counts[m].clamp(min=1)
+            mean = sums[m] / counts[m].clamp(min=1) / self.scale
             evaluated = [c for c in range(C) if counts[m, c] > 0]
             ranking = sorted(evaluated, key=lambda c: (-reached[m, c].item(), mean[c].item()))
             results.append(ImageScore(

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--spacing", choices=["nested", "li"], default="nested",
                    help="nested: each stage adds new timesteps to the last's; li: Li et al.'s re-spaced stages")
     e.add_argument("--norm", choices=["l2", "l1"], default="l2")
+    e.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="remove each learned token's generic error level, measured on N support images per class")
     e.add_argument("--batch", type=int, default=64, help="UNet samples per call")
     e.add_argument("--images-per-batch", type=int, default=8, help="images scored together")
     e.add_argument("--seed", type=int, default=0, help="seeds the shared noise (and --limit's subset)")
@@ -88,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--test-per-class", type=int, default=20)
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--steps", type=int, help="training steps of GCPL and CoMPLe (default 300)")
-    dm.add_argument("--n-samples", type=_ints, help="classifier schedule (default 10: 10 timesteps, one stage)")
+    dm.add_argument("--n-samples", type=_ints, help="classifier schedule (default 8,32,96 keep 4,2,1)")
     dm.add_argument("--keep", type=_ints)
     dm.add_argument("--methods", default="zeroshot,gcpl,comple")
     dm.add_argument("--no-samples", action="store_true", help="skip generating samples.png")
+    dm.add_argument("--calibrate", type=int, help="support images per class for score calibration")
+    dm.add_argument("--workers", type=int, default=2, help="processes running the methods side by side")
     dm.add_argument("--model", default="tiny", help="the bundled model (default) or any SD folder / hub id")
     dm.add_argument("--device")
 
@@ -142,7 +146,7 @@ def cmd_eval(a) -> None:
     job = EvalJob(
         data=a.data, out=a.out, run=a.run, zero_shot=a.zero_shot, template=a.template, model=a.model,
         device=a.device, dtype=a.dtype, resolution=a.resolution, part=a.part, limit=a.limit,
-        images_per_batch=a.images_per_batch, strict=a.strict, compile=a.compile,
+        images_per_batch=a.images_per_batch, strict=a.strict, compile=a.compile, calibrate=a.calibrate,
         classify=ClassifyConfig(n_samples=a.n_samples, keep=a.keep, norm=a.norm, batch=a.batch, seed=a.seed,
                                 spacing=a.spacing),
     )
@@ -158,12 +162,14 @@ def cmd_demo(a) -> None:
 
     cfg = DemoConfig(out=a.out, classes=a.classes, shots=a.shots, test_per_class=a.test_per_class, seed=a.seed,
                      model=a.model, device=a.device, methods=tuple(m for m in a.methods.split(",") if m),
-                     samples=not a.no_samples)
+                     samples=not a.no_samples, workers=a.workers)
     bad = set(cfg.methods) - {"zeroshot", "gcpl", "comple"}
     if bad:
         raise GcplError(f"--methods: unknown {', '.join(sorted(bad))}; use zeroshot, gcpl, comple")
     if a.steps is not None:
         cfg.gcpl.steps = cfg.comple.steps = a.steps
+    if a.calibrate is not None:
+        cfg.calibrate = a.calibrate
     if a.n_samples or a.keep:
         from .classify import ClassifyConfig
 

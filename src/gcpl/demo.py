@@ -43,9 +43,12 @@ class DemoConfig:
         method="gcpl", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=4))
     comple: TrainConfig = field(default_factory=lambda: TrainConfig(
         method="comple", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=10, groups=4))
-    classify: ClassifyConfig = field(default_factory=lambda: ClassifyConfig(n_samples=(10,), keep=(1,)))
+    # nested stages: 8 timesteps for every class, 32 for the best 4, 96 for the best 2 (304 calls)
+    classify: ClassifyConfig = field(default_factory=lambda: ClassifyConfig(n_samples=(8, 32, 96), keep=(4, 2, 1)))
     methods: tuple[str, ...] = ("zeroshot", "gcpl", "comple")
     samples: bool = True  # write samples.png (images generated from the learned tokens)
+    calibrate: int = 0  # support images per class to calibrate the learned tokens' scores (0: off)
+    workers: int = 2  # processes running the methods side by side (1: all in this process)
 
 
 def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
@@ -83,23 +86,23 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     write_json(out / "config.json", {"command": "demo", "settings": asdict(cfg), "model": bb.describe(),
                                      "versions": versions()})
     results: dict[str, dict] = {}
-    for method in cfg.methods:
-        t = time.perf_counter()
-        if method == "zeroshot":
-            job = EvalJob(data=str(split_file), out=str(out / "zeroshot" / "eval"), zero_shot=True,
-                          template=TEMPLATE, classify=cfg.classify)
-        else:
-            tcfg = getattr(cfg, method)
-            tcfg.seed = cfg.seed
-            run = out / method / "train"
-            if not (run / "tokens.json").exists():
-                train(TrainJob(data=str(split_file), out=str(run), shots=cfg.shots, resume=True, train=tcfg),
-                      progress=progress, backbone=bb)
-            job = EvalJob(data=str(split_file), out=str(out / method / "eval"), run=str(run), classify=cfg.classify)
-        m = evaluate(job, progress=progress, backbone=bb)
-        timings[method] = time.perf_counter() - t
+    # Longest first. With workers > 1 each method runs in its own single-threaded process: on a
+    # small CPU two 1-thread processes do twice the work of one 2-thread process on tiny models.
+    methods = sorted(cfg.methods, key=lambda m: ("comple", "gcpl", "zeroshot").index(m))
+    if cfg.workers > 1 and len(methods) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_method, cfg, m, str(split_file), None, False) for m in methods]
+            done = [f.result() for f in futures]
+    else:
+        done = [_run_method(cfg, m, str(split_file), bb, progress) for m in methods]
+    for method, m, seconds in done:
+        timings[method] = seconds
         results[method] = _row(m)
-        log(f"{method}: top-1 {100 * m['top1']:.1f}% ({timings[method]:.0f} s)")
+        log(f"{method}: top-1 {100 * m['top1']:.1f}% ({seconds:.0f} s)")
+    results = {m: results[m] for m in cfg.methods}
 
     t = time.perf_counter()
     results.update(simple_baselines(bb, split))
@@ -118,6 +121,29 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     log(table(summary))
     log(f"wrote {out / 'report.md'}, results.json, confusion.png" + (", samples.png" if cfg.samples else ""))
     return summary
+
+
+def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress: bool = False):
+    """Train (GCPL / CoMPLe) and evaluate one method; returns (method, metrics, seconds)."""
+    t = time.perf_counter()
+    if bb is None:  # a worker process: one thread, its own copy of the model
+        torch.set_num_threads(1)
+        bb = load_backbone(cfg.model, cfg.device)
+    out = Path(cfg.out)
+    if method == "zeroshot":
+        job = EvalJob(data=split_file, out=str(out / "zeroshot" / "eval"), zero_shot=True, template=TEMPLATE,
+                      classify=cfg.classify)
+    else:
+        tcfg = getattr(cfg, method)
+        tcfg.seed = cfg.seed
+        run = out / method / "train"
+        if not (run / "tokens.json").exists():
+            train(TrainJob(data=split_file, out=str(run), shots=cfg.shots, model=cfg.model, resume=True, train=tcfg),
+                  progress=progress, backbone=bb)
+        job = EvalJob(data=split_file, out=str(out / method / "eval"), run=str(run), classify=cfg.classify,
+                      calibrate=cfg.calibrate)
+    m = evaluate(job, progress=progress, backbone=bb)
+    return method, m, time.perf_counter() - t
 
 
 def _row(m: dict) -> dict:
