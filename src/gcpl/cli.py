@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", default="runs/demo")
     dm.add_argument("--classes", type=int, default=10)
     dm.add_argument("--shots", type=int, default=16)
-    dm.add_argument("--test-per-class", type=int, default=20)
+    dm.add_argument("--test-per-class", type=int, default=12)
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--steps", type=int, help="training steps of GCPL and CoMPLe (default 300)")
     dm.add_argument("--n-samples", type=_ints, help="classifier schedule (default 8,32,96 keep 4,2,1)")

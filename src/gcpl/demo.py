@@ -35,7 +35,7 @@ class DemoConfig:
     out: str = "runs/demo"
     classes: int = 10  # fractal categories (never seen in pretraining)
     shots: int = 16  # training images per class
-    test_per_class: int = 20  # held-out test images per class
+    test_per_class: int = 12  # held-out test images per class
     seed: int = 0  # benchmark, shots, training and classifier noise
     model: str = "tiny"
     device: str | None = None
