@@ -315,3 +315,27 @@ def test_summary_of_made_up_runs(tmp_path):
     assert (out / "accuracy_vs_shots.png").stat().st_size > 5000
     pc = (out / "gcpl/shots4/seed1/eval/per_class.md").read_text()
     assert "| a b | 10 | 5 | 50.0% | c (5) |" in pc
+
+
+def test_bundled_model_fractal_grid_resumes_to_the_same_summary(tmp_path):
+    """Issue acceptance: the grid (2 shots x 2 seeds x 3 methods) on the bundled model and the
+    fractal generator, through the CLI; a run lost midway is redone and the summary is identical."""
+    from gcpl.data.fractals import generate_benchmark
+
+    data = generate_benchmark(tmp_path / "fractals", n_classes=3, per_class=6, seed=0)
+    out = tmp_path / "exp"
+    main = _cli_main()
+    args = ["experiment", "--dataset", "fractals", "--root", str(data), "--out", str(out), "--shots", "1,2",
+            "--seeds", "1,2", "--model", "tiny", "--device", "cpu", "--steps-gcpl", "2", "--steps-comple", "2",
+            "--batch-comple", "2", "--n-samples", "2", "--keep", "1", "--limit", "4", "-q"]
+    assert main(args) == 0
+    assert _run_names(out) == ALL_RUNS
+    files = {f: (out / f).read_bytes() for f in ("summary.md", "summary.csv")}
+    assert (out / "accuracy_vs_shots.png").exists()
+    # a run killed midway: its results and part of its predictions gone
+    lost = out / "gcpl" / "shots2" / "seed1" / "eval"
+    (lost / "results.json").unlink()
+    lines = (lost / "predictions.jsonl").read_text().splitlines()
+    (lost / "predictions.jsonl").write_text(lines[0] + "\n")
+    assert main(args) == 0
+    assert {f: (out / f).read_bytes() for f in files} == files
