@@ -215,7 +215,7 @@ def _class_embeddings(job: EvalJob, bb) -> tuple[list[str], torch.Tensor, str, d
             embeds = encode_slot_prompts(bb.text_encoder, slot, vectors.to(bb.device))
         return classes, embeds, template, {"run": str(job.run)}
     if not job.zero_shot:
-        raise GcplError("give a trained run folder (--run) or --zero-shot")
+        raise GcplError("give a trained run folder (--run-dir) or --zero-shot")
     template = check_template(job.template or "A photo of {}.")
     return [], None, template, {"zero_shot": True}
 
@@ -272,8 +272,8 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     for j in range(0, len(todo), job.images_per_batch):
         chunk = todo[j : j + job.images_per_batch]
         loaded = load_batch([samples[i].path for i in chunk], size, strict=job.strict, allow_empty=True)
-        for path, reason in loaded.skipped:
-            i = chunk[[samples[k].path for k in chunk].index(path)]
+        unread = [i for k, i in enumerate(chunk) if k not in set(loaded.kept)]  # in order, like .skipped
+        for i, (path, reason) in zip(unread, loaded.skipped):
             append_jsonl(pred_file, {"index": i, "path": path, "skipped": reason})
         if loaded.kept:
             x0 = encode(bb.vae, loaded.pixels).mean[:, 0] * bb.scaling_factor
