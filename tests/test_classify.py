@@ -84,7 +84,6 @@ def test_full_evaluation_agrees_with_single_stage_mean():
     bb, clf = _clf([0.4, 0.1], n_samples=(10,), keep=(1,))
     x = torch.randn(1, 4, 8, 8)
     (res,) = clf.score(x)
-    ac = bb.alphas_cumprod
     for c, off in enumerate([0.4, 0.1]):
         errs = [((clf.noise[k] - off) ** 2).mean() for k in range(10)]
         assert res.mean_error[c] == pytest.approx(torch.stack(errs).mean().item(), rel=1e-5)

@@ -205,7 +205,8 @@ class EvalJob:
         return d
 
 
-def _class_embeddings(job: EvalJob, bb) -> tuple[list[str], torch.Tensor, str, dict]:
+def _class_embeddings(job: EvalJob, bb, data_classes: list[str]) -> tuple[list[str], torch.Tensor, str, dict]:
+    """(classes, (C, L, D) prompt embeddings encoded once, template, source) of a run or zero-shot."""
     if job.run and job.zero_shot:
         raise GcplError("give either a trained run or --zero-shot, not both")
     if job.run:
@@ -217,7 +218,9 @@ def _class_embeddings(job: EvalJob, bb) -> tuple[list[str], torch.Tensor, str, d
     if not job.zero_shot:
         raise GcplError("give a trained run folder (--run-dir) or --zero-shot")
     template = check_template(job.template or "A photo of {}.")
-    return [], None, template, {"zero_shot": True}
+    with torch.no_grad():
+        embeds = encode_prompts(bb.tokenizer, bb.text_encoder, [template.format(c) for c in data_classes])
+    return list(data_classes), embeds, template, {"zero_shot": True}
 
 
 def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
@@ -227,13 +230,9 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     model = job.model or run_cfg.get("settings", {}).get("model") or run_cfg.get("model", {}).get("model")
     w = world()
     bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype, job.compile)
-    classes, embeds, template, source = _class_embeddings(job, bb)
     data_classes, samples = read_samples(job.data, job.part)
-    if job.zero_shot:
-        classes = data_classes
-        with torch.no_grad():
-            embeds = encode_prompts(bb.tokenizer, bb.text_encoder, [template.format(c) for c in classes])
-    else:
+    classes, embeds, template, source = _class_embeddings(job, bb, data_classes)
+    if not job.zero_shot:
         unknown = sorted({s.class_name for s in samples} - set(classes))
         if unknown:
             raise GcplError(
@@ -272,7 +271,8 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     for j in range(0, len(todo), job.images_per_batch):
         chunk = todo[j : j + job.images_per_batch]
         loaded = load_batch([samples[i].path for i in chunk], size, strict=job.strict, allow_empty=True)
-        unread = [i for k, i in enumerate(chunk) if k not in set(loaded.kept)]  # in order, like .skipped
+        kept = set(loaded.kept)
+        unread = [i for k, i in enumerate(chunk) if k not in kept]  # in order, like loaded.skipped
         for i, (path, reason) in zip(unread, loaded.skipped):
             append_jsonl(pred_file, {"index": i, "path": path, "skipped": reason})
         if loaded.kept:

@@ -106,6 +106,11 @@ class DiffusionClassifier:
         self.noise = torch.randn((self.n_samples[-1], *latent_shape), generator=g).to(backbone.device)
         self.ts = timestep_pool(self.n_samples[-1], backbone.num_train_timesteps).to(backbone.device)
         self.scale = torch.ones(C, dtype=torch.float64)  # per-class error scale (see calibrate)
+        self._order = nested_order(len(self.ts)) if cfg.spacing == "nested" else None
+
+    def stage_indices(self, n: int) -> list[int]:
+        """Pool indices of a stage with n (t, noise) pairs, per the configured spacing."""
+        return self._order[:n] if self._order is not None else stage_subset(len(self.ts), n)
 
     def calibrate(self, x0: torch.Tensor, labels: torch.Tensor) -> int:
         """Remove each class prompt's generic error level, measured on labelled support images.
@@ -116,8 +121,7 @@ class DiffusionClassifier:
         (its own images would reward fitting them); scores are then errors / (b_c / mean(b)).
         Returns the UNet calls spent."""
         C = self.n_classes
-        order = nested_order(len(self.ts)) if self.cfg.spacing == "nested" else None
-        ks = order[: self.n_samples[0]] if order is not None else stage_subset(len(self.ts), self.n_samples[0])
+        ks = self.stage_indices(self.n_samples[0])
         triples = [(m, c, k) for m in range(len(x0)) for c in range(C) for k in ks]
         E = self._errors(x0, triples).double().view(len(x0), C, len(ks)).mean(2)
         other = labels[:, None] != torch.arange(C)[None, :]  # (M, C)
@@ -151,11 +155,9 @@ class DiffusionClassifier:
         reached = torch.zeros(M, C, dtype=torch.long)
         done: list[set[int]] = [set() for _ in range(M)]  # pool indices evaluated (same for all alive)
         calls = [0] * M
-        pool = len(self.ts)
-        order = nested_order(pool) if self.cfg.spacing == "nested" else None
         for s, (n, keep) in enumerate(zip(self.n_samples, self.keep)):
             triples = []
-            stage = order[:n] if order is not None else stage_subset(pool, n)
+            stage = self.stage_indices(n)
             for m in range(M):
                 new = [k for k in stage if k not in done[m]]
                 done[m].update(new)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -248,7 +248,3 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
     if ckpt is not None:
         save_checkpoint(ckpt, st)
     return st
-
-
-def config_dict(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg)))
