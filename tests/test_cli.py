@@ -89,6 +89,36 @@ def test_train_resume_finishes_same_as_straight(tiny_model_dir, class_folder, tm
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_after_moving_the_folders(tiny_model_dir, class_folder, tmp_path, capsys):
+    """Where data and runs live is not a setting: resume works after both folders moved; other
+    classes at the new path are refused."""
+    import shutil
+
+    straight = tmp_path / "a"
+    assert _train(tiny_model_dir, class_folder, straight) == 0
+    part = tmp_path / "b"
+    assert _train(tiny_model_dir, class_folder, part, "--steps", "2") == 0
+    ev = tmp_path / "ev"
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(straight), "--limit", "5") == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in (class_folder, part, straight, ev):
+        shutil.move(str(f), str(moved / f.name))
+    data, part, straight, ev = (moved / f.name for f in (class_folder, part, straight, ev))
+    assert _train(tiny_model_dir, data, part, "--resume") == 0
+    from safetensors.torch import load_file
+
+    for f in (straight / "embeddings").iterdir():
+        a, b = load_file(f), load_file(part / "embeddings" / f.name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _eval(tiny_model_dir, data, ev, "--run-dir", str(straight), "--limit", "5") == 0
+
+    other = make_class_folder(tmp_path / "other", classes=("red", "green", "yellow"))
+    capsys.readouterr()
+    assert _train(tiny_model_dir, other, part, "--resume") == 2
+    assert "other classes" in capsys.readouterr().err
+
+
 def test_embedding_files_load_in_diffusers(tiny_model_dir, trained, backbone):
     from diffusers import StableDiffusionPipeline
 

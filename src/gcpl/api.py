@@ -50,11 +50,23 @@ def versions() -> dict:
     return out
 
 
+# where the data and the trained run live is not a setting: folders may be moved or reached by
+# another path between a run and its resume; what they hold is checked instead (the class list)
+_PATH_SETTINGS = ("data", "run")
+
+
+def _check_same_classes(path: Path, classes: list[str], what: str) -> None:
+    old = read_json(path).get("classes")
+    if old is not None and old != list(classes):
+        raise GcplError(f"{path.parent} holds {what} of other classes ({len(old)} stored, {len(classes)} given); "
+                        "resume with the same data, or another --out")
+
+
 def _check_same_config(path: Path, new: dict, what: str) -> None:
     """A resumed job must have the settings of the job that started the folder."""
     old = read_json(path).get("settings", {})
     new = json.loads(json.dumps(new["settings"]))  # tuples -> lists, as stored
-    diff = [k for k in new if old.get(k) != new[k]]
+    diff = [k for k in new if k not in _PATH_SETTINGS and old.get(k) != new[k]]
     if diff:
         raise GcplError(
             f"{path.parent} holds {what} with other settings ({', '.join(diff)}); "
@@ -98,6 +110,8 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
             raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         _check_same_config(out / "config.json", {"settings": settings}, "a training run")
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
+    if (out / "config.json").exists():
+        _check_same_classes(out / "config.json", classes, "a training run")
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
@@ -249,6 +263,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     settings = job.settings()
     if (out / "config.json").exists():
         _check_same_config(out / "config.json", {"settings": settings}, "an evaluation")
+        _check_same_classes(out / "config.json", classes, "an evaluation")
     n_samples, keep = job.classify.schedule(len(classes))
     w.barrier()
     if w.is_main:

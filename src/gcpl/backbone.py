@@ -158,7 +158,7 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
         )
     try:
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dt)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dt)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
