@@ -177,3 +177,40 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert files <= {".safetensors", ".json"}
     with pytest.raises(ValueError, match="different settings"):
         pretrain(micro_cfg(vae_steps=2, steps=4, lr=1e-3), tmp_path / "b", resume=True, **quiet)
+
+
+def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
+    """--init-from: stage 2 starts from the finished source run's final (EMA) weights and VAE,
+    skips stage 1, and a continuation interrupted and resumed equals an uninterrupted one."""
+    from gcpl.pretrain.loop import init_source
+
+    quiet = dict(log=lambda s: None)
+    src = pretrain(micro_cfg(vae_steps=2, steps=3, ema_decay=0.9), tmp_path / "src", **quiet)
+    src_ckpt = tmp_path / "src" / "checkpoints"
+    cfg = micro_cfg(vae_steps=2, steps=3, lr=1e-3, init=init_source(src_ckpt))
+    assert cfg.depth() == 1 and "init" in cfg.identity() and "init" not in micro_cfg().identity()
+
+    # zero steps of continuation = the source's final weights, VAE and scaling factor included
+    zero = pretrain(PretrainConfig(**{**cfg.__dict__, "steps": 0, "probe_per_class": 0}), tmp_path / "zero",
+                    init_dir=src_ckpt, **quiet)
+    ws, wz = _weights(src), _weights(zero)
+    for k in ws:
+        assert torch.equal(ws[k], wz[k]), k
+    assert zero.stats["vae"]["scaling_factor"] == src.stats["vae"]["scaling_factor"]
+
+    full = pretrain(cfg, tmp_path / "a", init_dir=src_ckpt, **quiet)
+    log = [json.loads(x) for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["unet"] * 3  # no stage 1
+    assert any(not torch.equal(ws[k], v) for k, v in _weights(full).items())  # it trained
+    assert pretrain(cfg, tmp_path / "b", init_dir=src_ckpt, stop_after=2, **quiet) is None
+    resumed = pretrain(cfg, tmp_path / "b", init_dir=src_ckpt, resume=True, **quiet)
+    wa, wb = _weights(full), _weights(resumed)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+    with pytest.raises(ValueError, match="unfinished run"):
+        pretrain(micro_cfg(vae_steps=2, steps=4), tmp_path / "half", stop_after=3, **quiet)
+        init_source(tmp_path / "half" / "checkpoints")
+    with pytest.raises(ValueError, match="different model size"):
+        big = TinySDConfig(**{**MICRO.__dict__, "unet_channels": (8, 16)})
+        pretrain(micro_cfg(model=big, init=init_source(src_ckpt)), tmp_path / "c", init_dir=src_ckpt, **quiet)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcpl.pretrain.loop import PretrainConfig, pretrain
+from gcpl.pretrain.loop import PretrainConfig, init_source, pretrain
 from gcpl.tiny_model import TinySDConfig, save_pipeline_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoints (default: <out>/checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--clean", action="store_true", help="delete the checkpoints after a finished run")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
+                   help="continued pretraining: start stage 2 from the finished run checkpointed in CKPT_DIR "
+                        "(its --ckpt-dir), with a fresh schedule; stage 1 is skipped, the same model flags are required")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ... (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -108,7 +111,27 @@ def config_from_args(a: argparse.Namespace) -> PretrainConfig:
         kl_weight=a.kl_weight, steps=a.steps, batch=a.batch, lr=a.lr, lr_schedule=a.lr_schedule,
         warmup=a.warmup, weight_decay=a.weight_decay, caption_dropout=a.caption_dropout, ema_decay=a.ema, probe_per_class=a.probe,
         ckpt_every=a.ckpt_every, log_every=a.log_every, device=a.device, threads=a.threads, workers=a.workers,
+        init=init_source(a.init_from) if a.init_from else None,
     )
+
+
+def command_for(identity: dict, ckpt_dir: str) -> str:
+    """The pretrain_tiny.py command line that makes a run with this identity (for the model card)."""
+    d, m = identity, identity["model"]
+    flags = [
+        ("--out", "/tmp/tiny-sd-stage-a"), ("--ckpt-dir", ckpt_dir), ("--seed", d["seed"]),
+        ("--pool-size", d["pool_size"]), ("--fractal-fraction", d["fractal_fraction"]),
+        ("--fractal-classes", d["n_fractal_classes"]), ("--vae-steps", d["vae_steps"]),
+        ("--vae-batch", d["vae_batch"]), ("--vae-lr", d["vae_lr"]), ("--kl-weight", d["kl_weight"]),
+        ("--steps", d["steps"]), ("--batch", d["batch"]), ("--lr", d["lr"]), ("--lr-schedule", d["lr_schedule"]),
+        ("--warmup", d["warmup"]), ("--weight-decay", d["weight_decay"]), ("--caption-dropout", d["caption_dropout"]),
+        ("--ema", d["ema_decay"]), ("--text-hidden", m["text_hidden"]), ("--text-layers", m["text_layers"]),
+        ("--text-heads", m["text_heads"]), ("--unet-channels", ",".join(map(str, m["unet_channels"]))),
+        ("--unet-layers", m["unet_layers_per_block"]), ("--unet-heads", m["unet_head_dim"]),
+        ("--vae-channels", ",".join(map(str, m["vae_channels"]))), ("--image-size", m["image_size"]),
+        ("--prediction-type", m["prediction_type"]),
+    ]
+    return "python tools/pretrain_tiny.py " + " ".join(f"{k} {v}" for k, v in flags)
 
 
 def save_fp16(components: dict, out: Path, card: dict) -> dict:
@@ -190,6 +213,9 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
     hw = (torch.cuda.get_device_name(0) if cfg.device.startswith("cuda") else
           f"CPU ({platform.processor() or platform.machine()}), {stats['threads']} torch thread(s)")
     v, u, pool = stats["vae"], stats["unet"], stats["pool"]
+    init = cfg.init
+    if init is not None:  # stage 1 (and the first stage 2) ran in the source run
+        s = {**init["seconds"], **{k: val for k, val in s.items() if k not in ("vae", "measure")}}
     lines = [
         "# gcpl tiny-sd",
         "",
@@ -242,7 +268,11 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         f"held-out {v['val_recon_mse']:.4f} (images in [-1, 1]) |",
         f"| scaling factor + pool encoding | | | | {s.get('measure', 0) + s.get('encode_pool', 0):.0f} s | "
         f"latent std {v['latent_std']:.4f} |",
-        f"| 2: text encoder + UNet (noise MSE, AdamW wd {cfg.weight_decay}, warmup {cfg.warmup} + {cfg.lr_schedule}, "
+        *([f"| 2a: text encoder + UNet, source run (warmup {init['config']['warmup']} + "
+           f"{init['config']['lr_schedule']}, EMA {init['config']['ema_decay'] or 'off'}) | {init['step']} | "
+           f"{init['config']['batch']} | {init['config']['lr']:g} | {init['seconds'].get('unet', 0):.0f} s | "
+           "final EMA weights start stage 2b |"] if init else []),
+        f"| 2{'b' if init else ''}: text encoder + UNet{' continued' if init else ''} (noise MSE, AdamW wd {cfg.weight_decay}, warmup {cfg.warmup} + {cfg.lr_schedule}, "
         f"clip {cfg.grad_clip}, EMA {cfg.ema_decay or 'off'}) | {cfg.steps} | {cfg.batch} | {cfg.lr:g} | "
         f"{s.get('unet', 0):.0f} s | loss {u['first_train_loss']:.4f} -> {u['final_train_loss']:.4f} |",
         f"| samples | | | | {wall['samples']:.0f} s | |",
@@ -267,7 +297,10 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         "",
         "## Reproduce",
         "",
+        *(["Two commands: the source run, then its continuation (`--init-from` its checkpoints).", ""]
+          if init else []),
         "```",
+        *([command_for(init["config"], str(args.init_from))] if init else []),
         "python tools/pretrain_tiny.py " + " ".join(sys.argv[1:]),
         "```",
         "",
@@ -284,7 +317,7 @@ def main(argv=None) -> int:
         print("--device cuda: no CUDA device available", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    res = pretrain(cfg, a.out, ckpt_dir=a.ckpt_dir, resume=a.resume, stop_after=a.stop_after)
+    res = pretrain(cfg, a.out, ckpt_dir=a.ckpt_dir, resume=a.resume, stop_after=a.stop_after, init_dir=a.init_from)
     if res is None:
         print(f"stopped after {a.stop_after} steps; continue with --resume")
         return 0

@@ -65,6 +65,9 @@ class PretrainConfig:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999  # 0 disables; the saved model uses the EMA weights when enabled
     probe_per_class: int = 4  # word probe at the end (unseen images per class; 0 = skip)
+    # continued pretraining: identity of the finished run whose weights start stage 2 (set by
+    # `init_source`); stage 1 is then skipped and the source's VAE and scaling factor are kept
+    init: dict | None = None
     # bookkeeping (not part of the run's identity: may change on resume)
     ckpt_every: int = 500
     log_every: int = 25
@@ -78,11 +81,21 @@ class PretrainConfig:
         for k in ("ckpt_every", "log_every", "device", "threads", "workers", "probe_per_class"):
             d.pop(k)
         d["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["model"].items()}
+        if d["init"] is None:
+            d.pop("init")  # runs from scratch keep the identity they had before `init` existed
         return d
+
+    def depth(self) -> int:
+        """0 for a run from scratch, 1 for a continuation of one, ..."""
+        n, init = 0, self.init
+        while init is not None:
+            n, init = n + 1, init["config"].get("init")
+        return n
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
         d = dict(d)
+        d.setdefault("init", None)
         m = dict(d.pop("model"))
         for k in ("unet_channels", "vae_channels"):
             m[k] = tuple(m[k])
@@ -121,6 +134,18 @@ def lr_at(step: int, base: float, total: int, warmup: int, schedule: str, min_ra
     span = max(1, total - warmup)
     p = min(1.0, (step - warmup) / span)
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def init_source(ckpt_dir: str | Path) -> dict:
+    """Identity of the finished run in `ckpt_dir` (its settings and step), for `PretrainConfig.init`."""
+    ckpt = load_checkpoint(Path(ckpt_dir))
+    if ckpt is None:
+        raise ValueError(f"--init-from: no checkpoint in {ckpt_dir} (expected latest.json there)")
+    state = ckpt[0]
+    if state["stage"] != STAGE_UNET or state["step"] != state["config"]["steps"]:
+        raise ValueError(f"--init-from: {ckpt_dir} holds an unfinished run (stage {state['stage']} step "
+                         f"{state['step']}); finish it with --resume first")
+    return {"config": state["config"], "step": state["step"], "vae": state["vae"], "seconds": state["seconds"]}
 
 
 def _autocast(device: str):
@@ -253,9 +278,14 @@ def pretrain(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
+    init_dir: str | Path | None = None,
 ) -> PretrainResult | None:
     """Run (or resume) both stages. Returns None when stopped early by `stop_after` (a number of
-    optimiser steps, both stages counted, after which a checkpoint is written and the run stops)."""
+    optimiser steps, both stages counted, after which a checkpoint is written and the run stops).
+
+    With `cfg.init` set (see `init_source`), stage 2 starts from the final weights (the EMA when
+    the source kept one) of the finished run checkpointed in `init_dir`, with a fresh optimiser,
+    warmup and schedule and its own random stream; stage 1 is skipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out / "checkpoints"
@@ -291,6 +321,25 @@ def pretrain(
         log_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
     elif log_path.exists():
         log_path.unlink()
+    if ckpt is None and cfg.init is not None:
+        if init_dir is None:
+            raise ValueError("cfg.init is set: pass init_dir, the source run's checkpoint folder")
+        src = load_checkpoint(Path(init_dir))
+        if src is None or {k: src[0][k] for k in ("config", "step")} != {k: cfg.init[k] for k in ("config", "step")}:
+            raise ValueError(f"--init-from: {init_dir} no longer holds the run this continuation was started from")
+        if src[0]["config"]["model"] != cfg.identity()["model"]:
+            raise ValueError("--init-from: the source run has a different model size; use the same model flags")
+        _, model_t, _ = src
+        _load_module(vae, "vae", model_t)
+        _load_module(te, "text_encoder", model_t)
+        _load_module(unet, "unet", model_t)
+        if "ema.0" in model_t:
+            with torch.no_grad():
+                for i, p_ in enumerate(list(te.parameters()) + list(unet.parameters())):
+                    p_.copy_(model_t[f"ema.{i}"])
+        state = {"stage": STAGE_UNET, "step": 0, "seconds": {}, "config": cfg.identity(), "vae": dict(cfg.init["vae"])}
+        log(f"init: stage 2 starts from {init_dir} (step {cfg.init['step']}"
+            f"{', EMA weights' if 'ema.0' in model_t else ''}); stage 1 skipped")
 
     # corpus and in-memory pool
     corpus = Corpus(CorpusConfig(seed=cfg.seed, image_size=cfg.model.image_size,
@@ -423,7 +472,7 @@ def pretrain(
     base_seconds = state["seconds"].get("unet", 0.0)
     while state["step"] < cfg.steps:
         step = state["step"]
-        rng, g = _gen(cfg.seed, 2, step)
+        rng, g = _gen(cfg.seed, 2 + 10 * cfg.depth(), step)  # a continuation draws new batches and noise
         idx = torch.from_numpy(rng.integers(0, len(pool), cfg.batch))
         caps = pool.captions(idx.tolist(), rng)
         drop = rng.random(cfg.batch) < cfg.caption_dropout
