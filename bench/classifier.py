@@ -7,6 +7,9 @@ schedule) and reports UNet calls per image, images per second, top-1, and the % 
 prediction equals the baseline schedule's. With `--full-subset N`, the first N of those images are
 also scored by the plain evaluation of every class at `--full-n` timesteps (one stage, keep 1:
 no early elimination), and every schedule's agreement with it on that subset is reported.
+With `--baseline-reseed`, the baseline also runs with other (t, noise) draws (seed + 1): its
+agreement with itself is the noise floor of any agreement target (a schedule cannot be expected
+to agree with one noisy run of the baseline more often than the baseline agrees with itself).
 
 The test images are read and VAE-encoded once; only scoring is timed.
 
@@ -51,6 +54,10 @@ def parse_args(argv=None):
                    help="extra schedule 'n1,n2,..:k1,k2,..' (cumulative pairs per stage : classes kept); repeatable")
     p.add_argument("--baseline", type=parse_schedule, default=LI, help="the baseline schedule (default Li et al.'s)")
     p.add_argument("--no-default", action="store_true", help="skip gcpl's default_schedule for the class count")
+    p.add_argument("--baseline-reseed", action="store_true",
+                   help="also run the baseline with noise seed + 1 and report its self-agreement (noise floor)")
+    p.add_argument("--only", choices=("all", "baseline", "reseed", "others"), default="all",
+                   help="run part of the rows (to spread one bench over processes; merge the JSONs yourself)")
     p.add_argument("--full-subset", type=int, default=0, help="also score the first N images with every class at every pool timestep")
     p.add_argument("--full-n", type=int, default=500, help="timesteps of the full evaluation (default 500)")
     p.add_argument("--model", help="override the run's model")
@@ -87,10 +94,11 @@ def load_test(a, bb, classes, run_cfg):
     return x0, labels, size, C.now(bb.device) - t0
 
 
-def score(bb, embeds, x0, n_samples, keep, a, spacing="nested") -> dict:
+def score(bb, embeds, x0, n_samples, keep, a, spacing="nested", seed=None) -> dict:
     from gcpl.classify import ClassifyConfig, DiffusionClassifier
 
-    cfg = ClassifyConfig(n_samples=tuple(n_samples), keep=tuple(keep), batch=a.batch, seed=a.seed, spacing=spacing)
+    cfg = ClassifyConfig(n_samples=tuple(n_samples), keep=tuple(keep), batch=a.batch,
+                         seed=a.seed if seed is None else seed, spacing=spacing)
     clf = DiffusionClassifier(bb, embeds, cfg, tuple(x0.shape[1:]))
     preds, calls = [], []
     t0 = C.now(bb.device)
@@ -142,10 +150,16 @@ def main(argv=None) -> dict:
     # warm-up: one UNet batch before anything is timed
     score(bb, embeds, x0[:1], (1,), (1,), a)
 
+    jobs = [(key, name, a.seed) for key, name in schedules.items()]
+    if a.baseline_reseed:
+        jobs.insert(1, (jobs[0][0], f"baseline, noise seed {a.seed + 1}", a.seed + 1))
+    if a.only != "all":  # rows[0] stays the baseline's when it runs
+        jobs = {"baseline": jobs[:1], "reseed": jobs[1:2] if a.baseline_reseed else [],
+                "others": jobs[2 if a.baseline_reseed else 1:]}[a.only]
     rows = []
-    for (n, k, sp), name in schedules.items():
-        r = score(bb, embeds, x0, n, k, a, sp)
-        r.update(name=name, schedule=_label(n, k, sp))
+    for (n, k, sp), name, seed in jobs:
+        r = score(bb, embeds, x0, n, k, a, sp, seed)
+        r.update(name=name, schedule=_label(n, k, sp), seed=seed)
         rows.append(r)
         C.say(f"  {name:<28} {r['schedule']:<24} {r['unet_calls_per_image']:8.1f} calls/img "
               f"{r['images_per_s']:8.2f} img/s")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue-5 classifier target on the bundled model: a 100-class fractal benchmark with learned
-# GCPL tokens; gcpl's default schedule against Li et al.'s Flowers schedule (CPU, ~25 minutes).
+# GCPL tokens; gcpl's default schedule against Li et al.'s Flowers schedule (CPU, about 60 minutes:
+# the baseline runs twice, with two noise draws, to show its own agreement with itself).
 #   bash bench/fractal100.sh [OUT]
 set -euo pipefail
 OUT=${1:-runs/bench100}
@@ -10,4 +11,4 @@ gcpl prepare folder --root "$OUT/data" --out "$OUT/split.json" --test-fraction 0
 [ -f "$OUT/run/tokens.json" ] || gcpl train "$OUT/split.json" --out "$OUT/run" --model tiny --shots 16 \
     --template "{} fractal." --init-word fractal --steps 300 --lr 5e-3 --resume
 python bench/classifier.py --run "$OUT/run" --data "$OUT/split.json" --limit 100 --threads 1 \
-    --out "$OUT/classifier.json"
+    --baseline-reseed --out "$OUT/classifier.json"

@@ -63,16 +63,18 @@ def test_classifier_bench_toy(backbone, tiny_model_dir, class_folder, tmp_path, 
     out = tmp_path / "cls.json"
     r = cb.main(["--run", str(run), "--data", str(class_folder), "--limit", "4", "--device", "cpu",
                  "--baseline", "4,8:2,1", "--schedule", "2,4:1,1", "--schedule", "4,8:2,1",
-                 "--full-subset", "2", "--full-n", "8", "--out", str(out)])
+                 "--full-subset", "2", "--full-n", "8", "--baseline-reseed", "--out", str(out)])
     assert json.loads(out.read_text())["n_images"] == 4 == r["n_images"]
     names = [s["name"] for s in r["schedules"]]
     assert names[0].startswith("baseline") and "custom 2" in names[0]  # identical schedules merged
-    assert len(names) == 3  # baseline (= custom 2), default_schedule, custom 1
-    base = r["schedules"][0]
+    assert len(names) == 4  # baseline (= custom 2), baseline with other noise, default_schedule, custom 1
+    base, again = r["schedules"][0], r["schedules"][1]
+    assert again["name"] == "baseline, noise seed 1" and again["seed"] == 1 and base["seed"] == 0
+    assert again["unet_calls_per_image"] == base["unet_calls_per_image"] and 0 <= again["agree_baseline"] <= 1
     assert base["agree_baseline"] == 1.0
     # 3 classes: stage 1 all 3 on 4 pairs, stage 2 the best 2 on 4 more
     assert base["unet_calls_per_image"] == 3 * 4 + 2 * 4
-    assert r["schedules"][2]["unet_calls_per_image"] == 3 * 2 + 1 * 2
+    assert r["schedules"][3]["unet_calls_per_image"] == 3 * 2 + 1 * 2
     full = r["full"]
     assert full["subset"] == 2 and full["unet_calls_per_image"] == 3 * 8 and full["agree_full_subset"] == 1.0
     for s in r["schedules"]:
