@@ -115,11 +115,12 @@ def config_from_args(a: argparse.Namespace) -> PretrainConfig:
     )
 
 
-def command_for(identity: dict, ckpt_dir: str) -> str:
+def command_for(identity: dict, ckpt_dir: str, init_dir: str | None = None) -> str:
     """The pretrain_tiny.py command line that makes a run with this identity (for the model card)."""
     d, m = identity, identity["model"]
     flags = [
-        ("--out", "/tmp/tiny-sd-stage-a"), ("--ckpt-dir", ckpt_dir), ("--seed", d["seed"]),
+        ("--out", f"{ckpt_dir}-model"), ("--ckpt-dir", ckpt_dir), *([("--init-from", init_dir)] if init_dir else []),
+        ("--seed", d["seed"]),
         ("--pool-size", d["pool_size"]), ("--fractal-fraction", d["fractal_fraction"]),
         ("--fractal-classes", d["n_fractal_classes"]), ("--vae-steps", d["vae_steps"]),
         ("--vae-batch", d["vae_batch"]), ("--vae-lr", d["vae_lr"]), ("--kl-weight", d["kl_weight"]),
@@ -132,6 +133,18 @@ def command_for(identity: dict, ckpt_dir: str) -> str:
         ("--prediction-type", m["prediction_type"]),
     ]
     return "python tools/pretrain_tiny.py " + " ".join(f"{k} {v}" for k, v in flags)
+
+
+def source_commands(init: dict, last_ckpt_dir: str) -> list[str]:
+    """Commands for the chain of runs a continuation starts from, oldest first; the last one
+    writes its checkpoints to `last_ckpt_dir` (this run's --init-from)."""
+    chain = []
+    while init is not None:
+        chain.append(init["config"])
+        init = init["config"].get("init")
+    chain.reverse()
+    dirs = [f"/tmp/tiny-sd-run{i + 1}" for i in range(len(chain) - 1)] + [last_ckpt_dir]
+    return [command_for(c, dirs[i], dirs[i - 1] if i else None) for i, c in enumerate(chain)]
 
 
 def save_fp16(components: dict, out: Path, card: dict) -> dict:
@@ -297,10 +310,10 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         "",
         "## Reproduce",
         "",
-        *(["Two commands: the source run, then its continuation (`--init-from` its checkpoints).", ""]
+        *(["The source run(s), then this continuation (each `--init-from` the checkpoints of the one before):", ""]
           if init else []),
         "```",
-        *([command_for(init["config"], str(args.init_from))] if init else []),
+        *(source_commands(init, str(args.init_from)) if init else []),
         "python tools/pretrain_tiny.py " + " ".join(sys.argv[1:]),
         "```",
         "",
