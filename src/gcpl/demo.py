@@ -226,8 +226,15 @@ def samples_png(bb, run: Path, split: Split, path: Path, per_class: int = 3, rea
     import copy
 
     import numpy as np
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    import transformers.utils.logging as tlog
     from PIL import Image
+
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # the pipeline module imports image processors that warn about torchvision
+    try:
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+    finally:
+        tlog.set_verbosity(level)
 
     from .api import load_run
     from .tokens import install_tokens

@@ -170,7 +170,7 @@ def install_tokens(tokenizer, text_encoder, tokens: list[str], vectors: torch.Te
     added = tokenizer.add_tokens(tokens)
     if added != len(tokens):
         raise GcplError("some class tokens already exist in this tokenizer; load a fresh tokenizer")
-    text_encoder.resize_token_embeddings(len(tokenizer))
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the new rows are set below
     ids = tokenizer.convert_tokens_to_ids(tokens)
     with torch.no_grad():
         text_encoder.get_input_embeddings().weight[ids] = vectors.to(text_encoder.dtype)
