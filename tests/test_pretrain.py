@@ -208,6 +208,20 @@ def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
 
+    # the model card of a continuation lists both runs and both commands
+    tool = _tool()
+    folder = tmp_path / "pipe"
+    build = {"pretrain_config": cfg.identity(), "stats": full.stats, "fractal_words": full.corpus.fractal_words,
+             "argv": ["--init-from", str(src_ckpt), "--steps", "3", "--sample-steps", "2"], "finished": "today"}
+    tool.save_fp16(full.components, folder, card=build)
+    (folder / "train_log.jsonl").write_text((tmp_path / "a" / "train_log.jsonl").read_text())
+    tool.write_card(folder, build)
+    card = (folder / "README.md").read_text()
+    assert "| 2, run 1: text encoder + UNet, from scratch" in card and "| 2, run 2: text encoder + UNet, continued" in card
+    cmds = [x for x in card.splitlines() if x.startswith("python tools/pretrain_tiny.py")]
+    assert len(cmds) == 2 and f"--ckpt-dir {src_ckpt}" in cmds[0] and f"--init-from {src_ckpt}" in cmds[1]
+    assert "--steps 3" in cmds[0] and "--lr 0.0005" in cmds[0]  # the source's own settings
+
     with pytest.raises(ValueError, match="unfinished run"):
         pretrain(micro_cfg(vae_steps=2, steps=4), tmp_path / "half", stop_after=3, **quiet)
         init_source(tmp_path / "half" / "checkpoints")

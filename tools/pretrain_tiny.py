@@ -8,6 +8,9 @@ and the UNet on a procedural captioned corpus (shapes + FractalDB categories), s
 gcpl.pretrain.corpus and gcpl.pretrain.loop. `--resume` continues from <ckpt-dir>/latest.json
 exactly (same settings required). Checkpoints default to <out>/checkpoints; pass --ckpt-dir to
 keep them out of a folder that gets shipped, or --clean to delete them after a finished run.
+`--init-from CKPT_DIR` continues a finished run (its --ckpt-dir) with a fresh schedule: stage 1 is
+skipped; the model card lists the whole chain of commands. `--card-only FOLDER` rebuilds a saved
+folder's README, loss curve and samples from its gcpl_build.json.
 """
 
 from __future__ import annotations
@@ -217,8 +220,19 @@ def sample_grid(folder: Path, prompts: list[str], png: Path, device: str, steps:
     return time.perf_counter() - t0
 
 
+def _chain(cfg: PretrainConfig) -> list[dict]:
+    """The runs that made this model, oldest first: {config, step, seconds} (this run last, its
+    seconds filled in by the caller)."""
+    runs, init = [], cfg.init
+    while init is not None:
+        runs.append({"config": init["config"], "step": init["step"], "seconds": init["seconds"]})
+        init = init["config"].get("init")
+    runs.reverse()
+    return runs
+
+
 def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts: list[str], words: list[str],
-               wall: dict, args: argparse.Namespace) -> str:
+               wall: dict, args: argparse.Namespace, argv: list[str], finished: str) -> str:
     m = cfg.model
     p = stats["params"]
     total = sum(p.values())
@@ -227,8 +241,19 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
           f"CPU ({platform.processor() or platform.machine()}), {stats['threads']} torch thread(s)")
     v, u, pool = stats["vae"], stats["unet"], stats["pool"]
     init = cfg.init
-    if init is not None:  # stage 1 (and the first stage 2) ran in the source run
-        s = {**init["seconds"], **{k: val for k, val in s.items() if k not in ("vae", "measure")}}
+    runs = _chain(cfg) + [{"config": cfg.identity(), "step": cfg.steps, "seconds": s}]
+    root = runs[0]
+    stage2 = []
+    for j, r in enumerate(runs):
+        c, sec = r["config"], r["seconds"]
+        what = ("from scratch" if j == 0 else f"continued from run {j}'s final EMA weights, new random stream")
+        result = (f"loss {u['first_train_loss']:.4f} -> {u['final_train_loss']:.4f}" if j == len(runs) - 1 else "")
+        stage2.append(
+            f"| 2, run {j + 1}: text encoder + UNet, {what} (pool {c['pool_size']:,} images, noise MSE, AdamW wd "
+            f"{c['weight_decay']}, warmup {c['warmup']} + {c['lr_schedule']}, clip {c['grad_clip']}, EMA "
+            f"{c['ema_decay'] or 'off'}; pool encoding {sec.get('encode_pool', 0):.0f} s) | {r['step']} | "
+            f"{c['batch']} | {c['lr']:g} | {sec.get('unet', 0):.0f} s | {result} |")
+    total_s = sum(v_ for r in runs for k, v_ in r["seconds"].items() if k != "diagnostics")
     lines = [
         "# gcpl tiny-sd",
         "",
@@ -271,24 +296,20 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         "",
         "## Training",
         "",
-        f"Hardware: {hw}; torch {torch.__version__}. Finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Hardware: {hw}; torch {torch.__version__}. Finished {finished}."
+        + (f" Made by {len(runs)} runs, each continuing the one before (`--init-from`)." if init else ""),
         "",
         "| stage | steps | batch | lr | wall time | result |",
         "|---|---|---|---|---|---|",
-        f"| pool rendering | | | | {pool['render_seconds']:.0f} s | {pool['n_images']:,} images |",
-        f"| 1: VAE (recon MSE + {cfg.kl_weight:g} KL, AdamW, cosine) | {cfg.vae_steps} | {cfg.vae_batch} | "
-        f"{cfg.vae_lr:g} | {s.get('vae', 0):.0f} s | train recon MSE {v['train_recon_mse_last']:.4f}, "
-        f"held-out {v['val_recon_mse']:.4f} (images in [-1, 1]) |",
-        f"| scaling factor + pool encoding | | | | {s.get('measure', 0) + s.get('encode_pool', 0):.0f} s | "
-        f"latent std {v['latent_std']:.4f} |",
-        *([f"| 2a: text encoder + UNet, source run (warmup {init['config']['warmup']} + "
-           f"{init['config']['lr_schedule']}, EMA {init['config']['ema_decay'] or 'off'}) | {init['step']} | "
-           f"{init['config']['batch']} | {init['config']['lr']:g} | {init['seconds'].get('unet', 0):.0f} s | "
-           "final EMA weights start stage 2b |"] if init else []),
-        f"| 2{'b' if init else ''}: text encoder + UNet{' continued' if init else ''} (noise MSE, AdamW wd {cfg.weight_decay}, warmup {cfg.warmup} + {cfg.lr_schedule}, "
-        f"clip {cfg.grad_clip}, EMA {cfg.ema_decay or 'off'}) | {cfg.steps} | {cfg.batch} | {cfg.lr:g} | "
-        f"{s.get('unet', 0):.0f} s | loss {u['first_train_loss']:.4f} -> {u['final_train_loss']:.4f} |",
+        f"| 1, run 1: VAE (recon MSE + {root['config']['kl_weight']:g} KL, AdamW, cosine; pool "
+        f"{root['config']['pool_size']:,} images) | {root['config']['vae_steps']} | {root['config']['vae_batch']} | "
+        f"{root['config']['vae_lr']:g} | {root['seconds'].get('vae', 0):.0f} s | train recon MSE "
+        f"{v['train_recon_mse_last']:.4f}, held-out {v['val_recon_mse']:.4f} (images in [-1, 1]) |",
+        f"| scaling factor | | | | {root['seconds'].get('measure', 0):.0f} s | latent std {v['latent_std']:.4f} |",
+        *stage2,
+        f"| pool rendering (run {len(runs)}) | | | | {pool['render_seconds']:.0f} s | {pool['n_images']:,} images |",
         f"| samples | | | | {wall['samples']:.0f} s | |",
+        f"| **total** (pool rendering of earlier runs not recorded) | | | | **{(total_s + pool['render_seconds']) / 60:.0f} min** | |",
         "",
         f"Held-out diagnostic (256 fixed pool samples, timesteps and noise; final weights): diffusion loss "
         f"{u['eval_loss_captioned']:.4f} with the caption vs {u['eval_loss_empty_caption']:.4f} with \"\" "
@@ -314,7 +335,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
           if init else []),
         "```",
         *(source_commands(init, str(args.init_from)) if init else []),
-        "python tools/pretrain_tiny.py " + " ".join(sys.argv[1:]),
+        "python tools/pretrain_tiny.py " + " ".join(argv),
         "```",
         "",
         "`gcpl_build.json` holds the full configuration and statistics; `train_log.jsonl` the loss log.",
@@ -323,8 +344,28 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
     return "\n".join(lines)
 
 
+def write_card(out: Path, build: dict, device: str = "cpu") -> None:
+    """Samples grid, loss curve and README of a saved model folder, from its gcpl_build.json (the
+    run's own command line gives the sampling settings and the Reproduce section)."""
+    a = parse_args(build["argv"])
+    cfg = PretrainConfig.from_dict(build["pretrain_config"])
+    words = build["fractal_words"]
+    sizes = {k: sum(f.stat().st_size for f in (out / k).glob("*.safetensors")) for k in ("text_encoder", "vae", "unet")}
+    loss_curve(out / "train_log.jsonl", out / "loss_curve.png")
+    prompts = SHAPE_PROMPTS + [f"{w} fractal." for w in words[:6]]
+    wall = {"samples": sample_grid(out, prompts, out / "samples.png", device, a.sample_steps, a.guidance)}
+    (out / "README.md").write_text(model_card(out, build["stats"], cfg, sizes, prompts, words, wall, a,
+                                              build["argv"], build.get("finished", "?")))
+
+
 def main(argv=None) -> int:
-    a = parse_args(argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["--card-only"]:  # rebuild README/plots of a finished folder: --card-only FOLDER
+        out = Path(raw[1]) if len(raw) > 1 else DEFAULT_OUT
+        write_card(out, json.loads((out / "gcpl_build.json").read_text()))
+        print(f"wrote {out / 'README.md'}")
+        return 0
+    a = parse_args(raw)
     cfg = config_from_args(a)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print("--device cuda: no CUDA device available", file=sys.stderr)
@@ -337,17 +378,14 @@ def main(argv=None) -> int:
     out: Path = a.out
     stats = res.stats
     words = res.corpus.fractal_words
-    card = {"pretrain_config": cfg.identity(), "stats": stats, "fractal_words": words,
-            "argv": sys.argv[1:], "torch": torch.__version__}
+    card = {"pretrain_config": cfg.identity(), "stats": stats, "fractal_words": words, "argv": raw,
+            "torch": torch.__version__, "finished": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"}
     sizes = save_fp16(res.components, out, card)
     total_mb = sum(sizes.values()) / 1e6
     print("fp16 weights: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()) + f"; total {total_mb:.2f} MB")
     if total_mb > MAX_WEIGHT_MB:
         print(f"WARNING: weights exceed {MAX_WEIGHT_MB} MB", file=sys.stderr)
-    loss_curve(out / "train_log.jsonl", out / "loss_curve.png")
-    prompts = SHAPE_PROMPTS + [f"{w} fractal." for w in words[:6]]
-    wall = {"samples": sample_grid(out, prompts, out / "samples.png", a.device, a.sample_steps, a.guidance)}
-    (out / "README.md").write_text(model_card(out, stats, cfg, sizes, prompts, words, wall, a))
+    write_card(out, json.loads((out / "gcpl_build.json").read_text()), a.device)
     # check the public loading path sees the measured scaling factor
     from diffusers import AutoencoderKL
 
