@@ -222,8 +222,8 @@ def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
     assert len(cmds) == 2 and f"--ckpt-dir {src_ckpt}" in cmds[0] and f"--init-from {src_ckpt}" in cmds[1]
     assert "--steps 3" in cmds[0] and "--lr 0.0005" in cmds[0]  # the source's own settings
 
+    assert pretrain(micro_cfg(vae_steps=2, steps=4), tmp_path / "half", stop_after=3, **quiet) is None
     with pytest.raises(ValueError, match="unfinished run"):
-        pretrain(micro_cfg(vae_steps=2, steps=4), tmp_path / "half", stop_after=3, **quiet)
         init_source(tmp_path / "half" / "checkpoints")
     with pytest.raises(ValueError, match="different model size"):
         big = TinySDConfig(**{**MICRO.__dict__, "unet_channels": (8, 16)})

@@ -138,14 +138,10 @@ def command_for(identity: dict, ckpt_dir: str, init_dir: str | None = None) -> s
     return "python tools/pretrain_tiny.py " + " ".join(f"{k} {v}" for k, v in flags)
 
 
-def source_commands(init: dict, last_ckpt_dir: str) -> list[str]:
+def source_commands(cfg: PretrainConfig, last_ckpt_dir: str) -> list[str]:
     """Commands for the chain of runs a continuation starts from, oldest first; the last one
     writes its checkpoints to `last_ckpt_dir` (this run's --init-from)."""
-    chain = []
-    while init is not None:
-        chain.append(init["config"])
-        init = init["config"].get("init")
-    chain.reverse()
+    chain = [src["config"] for src in cfg.sources()]
     dirs = [f"/tmp/tiny-sd-run{i + 1}" for i in range(len(chain) - 1)] + [last_ckpt_dir]
     return [command_for(c, dirs[i], dirs[i - 1] if i else None) for i, c in enumerate(chain)]
 
@@ -220,17 +216,6 @@ def sample_grid(folder: Path, prompts: list[str], png: Path, device: str, steps:
     return time.perf_counter() - t0
 
 
-def _chain(cfg: PretrainConfig) -> list[dict]:
-    """The runs that made this model, oldest first: {config, step, seconds} (this run last, its
-    seconds filled in by the caller)."""
-    runs, init = [], cfg.init
-    while init is not None:
-        runs.append({"config": init["config"], "step": init["step"], "seconds": init["seconds"]})
-        init = init["config"].get("init")
-    runs.reverse()
-    return runs
-
-
 def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts: list[str], words: list[str],
                wall: dict, args: argparse.Namespace, argv: list[str], finished: str) -> str:
     m = cfg.model
@@ -241,7 +226,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
           f"CPU ({platform.processor() or platform.machine()}), {stats['threads']} torch thread(s)")
     v, u, pool = stats["vae"], stats["unet"], stats["pool"]
     init = cfg.init
-    runs = _chain(cfg) + [{"config": cfg.identity(), "step": cfg.steps, "seconds": s}]
+    runs = cfg.sources() + [{"config": cfg.identity(), "step": cfg.steps, "seconds": s}]
     root = runs[0]
     stage2 = []
     for j, r in enumerate(runs):
@@ -334,7 +319,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         *(["The source run(s), then this continuation (each `--init-from` the checkpoints of the one before):", ""]
           if init else []),
         "```",
-        *(source_commands(init, str(args.init_from)) if init else []),
+        *(source_commands(cfg, str(args.init_from)) if init else []),
         "python tools/pretrain_tiny.py " + " ".join(argv),
         "```",
         "",

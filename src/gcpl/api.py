@@ -55,23 +55,20 @@ def versions() -> dict:
 _PATH_SETTINGS = ("data", "run")
 
 
-def _check_same_classes(path: Path, classes: list[str], what: str) -> None:
-    old = read_json(path).get("classes")
-    if old is not None and old != list(classes):
-        raise GcplError(f"{path.parent} holds {what} of other classes ({len(old)} stored, {len(classes)} given); "
-                        "resume with the same data, or another --out")
-
-
-def _check_same_config(path: Path, new: dict, what: str) -> None:
-    """A resumed job must have the settings of the job that started the folder."""
-    old = read_json(path).get("settings", {})
-    new = json.loads(json.dumps(new["settings"]))  # tuples -> lists, as stored
+def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -> None:
+    """A resumed job must have the settings and the classes of the job that started the folder."""
+    stored = read_json(path)
+    old = stored.get("settings", {})
+    new = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     diff = [k for k in new if k not in _PATH_SETTINGS and old.get(k) != new[k]]
     if diff:
         raise GcplError(
             f"{path.parent} holds {what} with other settings ({', '.join(diff)}); "
             "use the same settings to resume, or another --out"
         )
+    if stored.get("classes") is not None and stored["classes"] != list(classes):
+        raise GcplError(f"{path.parent} holds {what} of other classes ({len(stored['classes'])} stored, "
+                        f"{len(classes)} given); resume with the same data, or another --out")
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -105,13 +102,11 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     cfg = job.train
     check_template(cfg.template)
     settings = job.settings()
-    if (out / "config.json").exists():
-        if not job.resume:
-            raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        _check_same_config(out / "config.json", {"settings": settings}, "a training run")
+    if (out / "config.json").exists() and not job.resume:
+        raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     if (out / "config.json").exists():
-        _check_same_classes(out / "config.json", classes, "a training run")
+        _check_same_job(out / "config.json", settings, classes, "a training run")
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
@@ -262,8 +257,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     size = job.resolution or run_cfg.get("resolution") or bb.resolution
     settings = job.settings()
     if (out / "config.json").exists():
-        _check_same_config(out / "config.json", {"settings": settings}, "an evaluation")
-        _check_same_classes(out / "config.json", classes, "an evaluation")
+        _check_same_job(out / "config.json", settings, classes, "an evaluation")
     n_samples, keep = job.classify.schedule(len(classes))
     w.barrier()
     if w.is_main:

@@ -85,12 +85,17 @@ class PretrainConfig:
             d.pop("init")  # runs from scratch keep the identity they had before `init` existed
         return d
 
+    def sources(self) -> list[dict]:
+        """The finished runs this one continues, oldest first (each an `init_source` dict)."""
+        out, init = [], self.init
+        while init is not None:
+            out.append(init)
+            init = init["config"].get("init")
+        return out[::-1]
+
     def depth(self) -> int:
         """0 for a run from scratch, 1 for a continuation of one, ..."""
-        n, init = 0, self.init
-        while init is not None:
-            n, init = n + 1, init["config"].get("init")
-        return n
+        return len(self.sources())
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
@@ -138,10 +143,10 @@ def lr_at(step: int, base: float, total: int, warmup: int, schedule: str, min_ra
 
 def init_source(ckpt_dir: str | Path) -> dict:
     """Identity of the finished run in `ckpt_dir` (its settings and step), for `PretrainConfig.init`."""
-    ckpt = load_checkpoint(Path(ckpt_dir))
-    if ckpt is None:
+    path = _latest(Path(ckpt_dir))
+    if path is None:
         raise ValueError(f"--init-from: no checkpoint in {ckpt_dir} (expected latest.json there)")
-    state = ckpt[0]
+    state = json.loads((path / "state.json").read_text())  # the weights are read by pretrain()
     if state["stage"] != STAGE_UNET or state["step"] != state["config"]["steps"]:
         raise ValueError(f"--init-from: {ckpt_dir} holds an unfinished run (stage {state['stage']} step "
                          f"{state['step']}); finish it with --resume first")
@@ -254,13 +259,17 @@ def save_checkpoint(ckpt_dir: Path, state: dict, models: dict, optim: torch.opti
     return final
 
 
+def _latest(ckpt_dir: Path) -> Path | None:
+    latest = ckpt_dir / "latest.json"
+    return ckpt_dir / json.loads(latest.read_text())["checkpoint"] if latest.exists() else None
+
+
 def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict | None] | None:
     from safetensors.torch import load_file
 
-    latest = ckpt_dir / "latest.json"
-    if not latest.exists():
+    path = _latest(ckpt_dir)
+    if path is None:
         return None
-    path = ckpt_dir / json.loads(latest.read_text())["checkpoint"]
     state = json.loads((path / "state.json").read_text())
     model = load_file(str(path / "model.safetensors"))
     optim = load_file(str(path / "optim.safetensors")) if (path / "optim.safetensors").exists() else None
