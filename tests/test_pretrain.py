@@ -212,7 +212,8 @@ def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
     tool = _tool()
     folder = tmp_path / "pipe"
     build = {"pretrain_config": cfg.identity(), "stats": full.stats, "fractal_words": full.corpus.fractal_words,
-             "argv": ["--init-from", str(src_ckpt), "--steps", "3", "--sample-steps", "2"], "finished": "today"}
+             "argv": ["--init-from", str(src_ckpt), "--out", "/elsewhere", "--steps", "3", "--resume",
+                      "--stop-after", "2", "--sample-steps", "2"], "finished": "today"}
     tool.save_fp16(full.components, folder, card=build)
     (folder / "train_log.jsonl").write_text((tmp_path / "a" / "train_log.jsonl").read_text())
     tool.write_card(folder, build)
@@ -221,6 +222,9 @@ def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
     cmds = [x for x in card.splitlines() if x.startswith("python tools/pretrain_tiny.py")]
     assert len(cmds) == 2 and f"--ckpt-dir {src_ckpt}" in cmds[0] and f"--init-from {src_ckpt}" in cmds[1]
     assert "--steps 3" in cmds[0] and "--lr 0.0005" in cmds[0]  # the source's own settings
+    # the last command writes this folder and leaves out flags that do not change the weights
+    assert f"--out {folder}" in cmds[1] and "/elsewhere" not in cmds[1]
+    assert "--resume" not in cmds[1] and "--stop-after" not in cmds[1] and "--steps 3" in cmds[1]
 
     assert pretrain(micro_cfg(vae_steps=2, steps=4), tmp_path / "half", stop_after=3, **quiet) is None
     with pytest.raises(ValueError, match="unfinished run"):

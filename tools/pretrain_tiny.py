@@ -146,6 +146,29 @@ def source_commands(cfg: PretrainConfig, last_ckpt_dir: str) -> list[str]:
     return [command_for(c, dirs[i], dirs[i - 1] if i else None) for i, c in enumerate(chain)]
 
 
+def reproduce_argv(argv: list[str], out: Path) -> list[str]:
+    """A run's command line as the model card shows it: `--out` names the folder the card is in
+    (the weights do not depend on where they were first written) and the run-control flags that
+    do not change the weights (`--resume`, `--stop-after N`) are left out: resuming is bit-exact."""
+    try:
+        where = str(Path(out).resolve().relative_to(REPO))
+    except ValueError:
+        where = str(out)
+    shown, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--resume":
+            i += 1
+        elif a in ("--stop-after", "--out"):
+            i += 2
+        elif a.startswith(("--stop-after=", "--out=")):
+            i += 1
+        else:
+            shown.append(a)
+            i += 1
+    return ["--out", where, *shown]
+
+
 def save_fp16(components: dict, out: Path, card: dict) -> dict:
     """Save the pipeline with fp16 weights; return {component: bytes of its weight files}."""
     half = dict(components)
@@ -320,7 +343,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
           if init else []),
         "```",
         *(source_commands(cfg, str(args.init_from)) if init else []),
-        "python tools/pretrain_tiny.py " + " ".join(argv),
+        "python tools/pretrain_tiny.py " + " ".join(reproduce_argv(argv, out)),
         "```",
         "",
         "`gcpl_build.json` holds the full configuration and statistics; `train_log.jsonl` the loss log.",
