@@ -262,3 +262,19 @@ def test_v_prediction_model_trains_and_classifies(tiny_v_model_dir, class_folder
     assert _eval(tiny_v_model_dir, class_folder, tmp_path / "e", "--run-dir", str(tmp_path / "r")) == 0
     cfg = json.loads((tmp_path / "e" / "config.json").read_text())
     assert cfg["model"]["prediction_type"] == "v_prediction"
+
+
+def test_resume_never_mixes_tokens_of_another_length_of_training(tiny_model_dir, class_folder, trained,
+                                                                  tmp_path, capsys):
+    """A run trained further makes new tokens: an evaluation folder scored with the old ones is
+    refused, and a run cannot be 'resumed' to fewer steps than it has already trained."""
+    ev = tmp_path / "ev"
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained), "--limit", "2") == 0
+    assert _train(tiny_model_dir, class_folder, trained, "--resume") == 0  # finished: tokens unchanged
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained), "--limit", "2") == 0
+    assert _train(tiny_model_dir, class_folder, trained, "--resume", "--steps", "6") == 0
+    capsys.readouterr()
+    assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(trained), "--limit", "2") == 2
+    assert "other class tokens" in capsys.readouterr().err
+    assert _train(tiny_model_dir, class_folder, trained, "--resume", "--steps", "4") == 2
+    assert "already trained 6 steps" in capsys.readouterr().err

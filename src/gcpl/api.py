@@ -214,6 +214,18 @@ class EvalJob:
         return d
 
 
+def run_fingerprint(run: str | Path) -> str:
+    """A digest of a trained run's class tokens (tokens.json and every embedding file): an
+    evaluation resumed over a run trained further or anew since must not mix old and new scores."""
+    import hashlib
+
+    run = Path(run)
+    h = hashlib.sha256((run / "tokens.json").read_bytes())
+    for f in sorted((run / "embeddings").glob("*.safetensors")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _class_embeddings(job: EvalJob, bb, data_classes: list[str]) -> tuple[list[str], torch.Tensor, str, dict]:
     """(classes, (C, L, D) prompt embeddings encoded once, template, source) of a run or zero-shot."""
     if job.run and job.zero_shot:
@@ -256,13 +268,18 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
 
     size = job.resolution or run_cfg.get("resolution") or bb.resolution
     settings = job.settings()
+    tokens_digest = run_fingerprint(job.run) if job.run else None
     if (out / "config.json").exists():
         _check_same_job(out / "config.json", settings, classes, "an evaluation")
+        if read_json(out / "config.json").get("run_tokens", tokens_digest) != tokens_digest:
+            raise GcplError(f"{out} holds an evaluation of other class tokens (the run was trained further or "
+                            "anew since); remove it or evaluate into another --out")
     n_samples, keep = job.classify.schedule(len(classes))
     w.barrier()
     if w.is_main:
         write_json(out / "config.json", {
-            "command": "eval", "settings": settings, "source": source, "template": template, "classes": classes,
+            "command": "eval", "settings": settings, "source": source, "run_tokens": tokens_digest,
+            "template": template, "classes": classes,
             "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
             "model": bb.describe(), "versions": versions(),
         })

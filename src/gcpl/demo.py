@@ -52,6 +52,7 @@ class DemoConfig:
 
 
 def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
+    from .data.fractals import VERSION as FRACTALS_VERSION
     from .data.fractals import generate_benchmark
 
     data = Path(cfg.out) / "data"
@@ -59,6 +60,12 @@ def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
     meta_file = data / "fractals.json"
     if not meta_file.exists():
         generate_benchmark(data, n_classes=cfg.classes, per_class=per_class, seed=cfg.seed)
+    meta = read_json(meta_file)
+    made = (meta.get("seed"), len(meta.get("classes", [])), meta.get("per_class"), meta.get("version"))
+    if made != (cfg.seed, cfg.classes, per_class, FRACTALS_VERSION):
+        raise GcplError(f"{data} holds another benchmark (seed {made[0]}, {made[1]} classes, {made[2]} images "
+                        f"each, generator v{made[3]}; asked for seed {cfg.seed}, {cfg.classes} classes, "
+                        f"{per_class} images each, v{FRACTALS_VERSION}); remove it or choose another --out")
     names = sorted(p.name for p in data.iterdir() if p.is_dir())
     split = Split(classes=names)
     for label, name in enumerate(names):
@@ -73,7 +80,19 @@ def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
     return Path(cfg.out) / "split.json", split
 
 
+def check_config(cfg: DemoConfig) -> None:
+    """One-line errors for settings that make no experiment."""
+    for name, value, lo in (("--classes", cfg.classes, 2), ("--shots", cfg.shots, 1),
+                            ("--test-per-class", cfg.test_per_class, 1), ("--workers", cfg.workers, 1)):
+        if value < lo:
+            raise GcplError(f"{name} must be at least {lo}, got {value}")
+    bad = set(cfg.methods) - {"zeroshot", "gcpl", "comple"}
+    if bad or not cfg.methods:
+        raise GcplError(f"--methods: unknown {', '.join(sorted(bad)) or '(none given)'}; use zeroshot, gcpl, comple")
+
+
 def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
+    check_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -132,16 +151,16 @@ def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress
     out = Path(cfg.out)
     if method == "zeroshot":
         job = EvalJob(data=split_file, out=str(out / "zeroshot" / "eval"), zero_shot=True, template=TEMPLATE,
-                      classify=cfg.classify)
+                      model=cfg.model, classify=cfg.classify)
     else:
         tcfg = getattr(cfg, method)
         tcfg.seed = cfg.seed
         run = out / method / "train"
-        if not (run / "tokens.json").exists():
-            train(TrainJob(data=split_file, out=str(run), shots=cfg.shots, model=cfg.model, resume=True, train=tcfg),
-                  progress=progress, backbone=bb)
-        job = EvalJob(data=split_file, out=str(out / method / "eval"), run=str(run), classify=cfg.classify,
-                      calibrate=cfg.calibrate)
+        # resume=True: a finished run is only checked (same settings) and its tokens kept
+        train(TrainJob(data=split_file, out=str(run), shots=cfg.shots, model=cfg.model, resume=True, train=tcfg),
+              progress=progress, backbone=bb)
+        job = EvalJob(data=split_file, out=str(out / method / "eval"), run=str(run), model=cfg.model,
+                      classify=cfg.classify, calibrate=cfg.calibrate)
     m = evaluate(job, progress=progress, backbone=bb)
     return method, m, time.perf_counter() - t
 

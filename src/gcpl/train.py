@@ -229,6 +229,9 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         load_checkpoint(ckpt, st)
         log.info("resumed from %s at step %d", ckpt, st.step)
+        if st.step > cfg.steps:  # its tokens are not what `steps` steps give
+            raise GcplError(f"{out} has already trained {st.step} steps, more than --steps {cfg.steps}; "
+                            f"resume with --steps {st.step} or more, or choose another --out")
     if out is not None:  # drop log lines written after the checkpoint we restart from
         kept = [r for r in read_jsonl(log_file) if r["step"] <= st.step]
         atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
