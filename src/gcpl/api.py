@@ -55,8 +55,9 @@ def versions() -> dict:
 _PATH_SETTINGS = ("data", "run")
 
 
-def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -> None:
-    """A resumed job must have the settings and the classes of the job that started the folder."""
+def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -> dict:
+    """A resumed job must have the settings and the classes of the job that started the folder;
+    returns the stored config for the caller's own checks."""
     stored = read_json(path)
     old = stored.get("settings", {})
     new = json.loads(json.dumps(settings))  # tuples -> lists, as stored
@@ -69,6 +70,7 @@ def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -
     if stored.get("classes") is not None and stored["classes"] != list(classes):
         raise GcplError(f"{path.parent} holds {what} of other classes ({len(stored['classes'])} stored, "
                         f"{len(classes)} given); resume with the same data, or another --out")
+    return stored
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -270,8 +272,8 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     settings = job.settings()
     tokens_digest = run_fingerprint(job.run) if job.run else None
     if (out / "config.json").exists():
-        _check_same_job(out / "config.json", settings, classes, "an evaluation")
-        if read_json(out / "config.json").get("run_tokens", tokens_digest) != tokens_digest:
+        stored = _check_same_job(out / "config.json", settings, classes, "an evaluation")
+        if stored.get("run_tokens", tokens_digest) != tokens_digest:
             raise GcplError(f"{out} holds an evaluation of other class tokens (the run was trained further or "
                             "anew since); remove it or evaluate into another --out")
     n_samples, keep = job.classify.schedule(len(classes))
