@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from gcpl.pretrain.corpus import COLOURS, RESERVED_WORDS, CaptionedPool, Corpus, CorpusConfig
-from gcpl.pretrain.loop import PretrainConfig, lr_at, pretrain
+from pretraining.corpus import COLOURS, RESERVED_WORDS, CaptionedPool, Corpus, CorpusConfig
+from pretraining.sd import PretrainConfig, lr_at, pretrain
 from gcpl.tiny_model import TinySDConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_continuation_starts_from_the_source_and_resumes_exactly(tmp_path):
     """--init-from: stage 2 starts from the finished source run's final (EMA) weights and VAE,
     skips stage 1, and a continuation interrupted and resumed equals an uninterrupted one."""
-    from gcpl.pretrain.loop import init_source
+    from pretraining.sd import init_source
 
     quiet = dict(log=lambda s: None)
     src = pretrain(micro_cfg(vae_steps=2, steps=3, ema_decay=0.9), tmp_path / "src", **quiet)

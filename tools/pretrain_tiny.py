@@ -5,7 +5,7 @@ StableDiffusionPipeline folder (fp16 weights), with a model card, loss curve and
 
 Stage 1 trains the VAE, measures its latent scaling factor; stage 2 trains the CLIP text encoder
 and the UNet on a procedural captioned corpus (shapes + FractalDB categories), see
-gcpl.pretrain.corpus and gcpl.pretrain.loop. `--resume` continues from <ckpt-dir>/latest.json
+tools/pretraining/corpus.py and tools/pretraining/sd.py. `--resume` continues from <ckpt-dir>/latest.json
 exactly (same settings required). Checkpoints default to <out>/checkpoints; pass --ckpt-dir to
 keep them out of a folder that gets shipped, or --clean to delete them after a finished run.
 `--init-from CKPT_DIR` continues a finished run (its --ckpt-dir) with a fresh schedule: stage 1 is
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcpl.pretrain.loop import PretrainConfig, init_source, pretrain
+from pretraining.sd import PretrainConfig, init_source, pretrain
 from gcpl.tiny_model import TinySDConfig, save_pipeline_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +271,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         "can be demonstrated offline. It loads with `StableDiffusionPipeline.from_pretrained(<this folder>)`, "
         "like `CompVis/stable-diffusion-v1-4`. It is a toy: 32x32 images of a procedural world.",
         "",
-        "## Training data (procedural, `gcpl.pretrain.corpus`)",
+        "## Training data (procedural, `tools/pretraining/corpus.py`)",
         "",
         f"{pool['n_images']:,} images of {m.image_size}x{m.image_size} px rendered once in memory "
         f"(seed {cfg.seed}, {pool['render_seconds']:.0f} s), captions re-phrased at every step:",
@@ -323,7 +323,7 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         f"{u['eval_loss_captioned']:.4f} with the caption vs {u['eval_loss_empty_caption']:.4f} with \"\" "
         "(the gap is what the words tell the UNet).",
         "",
-        *([f"Word probe (`gcpl.pretrain.loop.word_probe`): a zero-shot diffusion classifier over unseen images, "
+        *([f"Word probe (`tools/pretraining/sd.py`, `word_probe`): a zero-shot diffusion classifier over unseen images, "
            f"{cfg.probe_per_class} per class, choosing the caption with the lowest denoising error over 10 "
            f"timesteps: 10 pretraining fractal words {u['probe_fractal_acc']:.1%} "
            f"(chance {u['probe_fractal_chance']:.0%}), 10 shape words {u['probe_shape_acc']:.1%} "

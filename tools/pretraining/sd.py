@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from gcpl.io import append_jsonl, read_jsonl, write_json
-from gcpl.pretrain.corpus import CaptionedPool, Corpus, CorpusConfig
+from pretraining.corpus import CaptionedPool, Corpus, CorpusConfig
 from gcpl.tiny_model import TinySDConfig, build_components
 
 STAGE_VAE, STAGE_UNET, STAGE_DONE = "vae", "unet", "done"
@@ -606,7 +606,7 @@ def word_probe(cfg, corpus: Corpus, tokens, vae, te, unet, sched, device, n_way:
     10 shapes, single objects), pick the caption ("<word> fractal." / "a <shape>.") with the
     lowest denoising error, averaged over `n_t` evenly spaced timesteps with noise shared across
     the candidate captions. Returns accuracies (chance 1 / n_way)."""
-    from gcpl.pretrain.corpus import SHAPES
+    from pretraining.corpus import SHAPES
 
     k = cfg.probe_per_class
     out = {}
