@@ -13,12 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from gcpl.data.folders import IMAGE_EXTENSIONS, is_image_file, read_class_folder
 from gcpl.data.images import (
-    IMAGE_EXTENSIONS,
     LoadedImages,
     SkippedImageWarning,
     UnreadableImage,
-    is_image_file,
     load_batch,
     load_rgb,
     preprocess,
@@ -29,7 +28,6 @@ from gcpl.data.splits import (
     Split,
     class_seed,
     few_shot,
-    read_class_folder,
     read_samples,
 )
 from gcpl.errors import GcplError
@@ -343,16 +341,28 @@ def class_root(tmp_path):
 
 def test_read_class_folder(class_root):
     classes, samples = read_class_folder(class_root)
-    assert classes == ["a_cls", "b_cls", "c_cls"]
+    assert classes == ["a cls", "b cls", "c cls"]  # the one naming rule: underscores as spaces
     base = os.path.abspath(class_root)
     assert [(s.path, s.label, s.class_name) for s in samples] == [
-        (os.path.join(base, "a_cls", "sub", "z.png"), 0, "a_cls"),
-        (os.path.join(base, "a_cls", "x.png"), 0, "a_cls"),
-        (os.path.join(base, "a_cls", "y.JPG"), 0, "a_cls"),
-        (os.path.join(base, "b_cls", "1.png"), 1, "b_cls"),
-        (os.path.join(base, "c_cls", "k.webp"), 2, "c_cls"),
+        (os.path.join(base, "a_cls", "sub", "z.png"), 0, "a cls"),
+        (os.path.join(base, "a_cls", "x.png"), 0, "a cls"),
+        (os.path.join(base, "a_cls", "y.JPG"), 0, "a cls"),
+        (os.path.join(base, "b_cls", "1.png"), 1, "b cls"),
+        (os.path.join(base, "c_cls", "k.webp"), 2, "c cls"),
     ]
     assert all(os.path.isabs(s.path) for s in samples)
+
+
+def test_train_and_prepare_folder_give_the_same_class_names(tmp_path):
+    """`gcpl train DIR` reads DIR with the same rule as `gcpl prepare folder --root DIR`."""
+    from gcpl.data.loaders import load_folder
+
+    for folder in ("001.sea_shell", "002.Tree__Frog", "10-big_cat", "42", "plain"):
+        for i in range(4):
+            _tiny(tmp_path / "d" / folder / f"{i}.png")
+    classes, _ = read_class_folder(tmp_path / "d")
+    assert classes == ["sea shell", "Tree Frog", "big cat", "42", "plain"]
+    assert load_folder(tmp_path / "d", seed=0).classes == classes
 
 
 def test_read_class_folder_errors(tmp_path):
@@ -391,7 +401,7 @@ def test_read_class_folder_warns_on_loose_images(tmp_path):
 
 def test_read_samples_folder_and_json(class_root, tmp_path):
     classes, samples = read_samples(class_root, "test")
-    assert classes == ["a_cls", "b_cls", "c_cls"] and len(samples) == 5
+    assert classes == ["a cls", "b cls", "c cls"] and len(samples) == 5
     split = Split(classes=classes, train=samples[:2], test=samples[2:])
     sp = class_root / "split.json"
     split.to_json(sp, relative_to=class_root)

@@ -46,7 +46,7 @@ def test_demo_folder_is_reused_only_for_the_same_benchmark(tmp_path):
 
 @pytest.mark.parametrize("change, message", [({"classes": 1}, "--classes must be at least 2"),
                                              ({"shots": 0}, "--shots must be at least 1"),
-                                             ({"methods": ("gcpl", "clip")}, "unknown clip")])
+                                             ({"methods": ("gcpl", "clip")}, "unknown method clip")])
 def test_demo_settings_that_make_no_experiment_are_refused(tmp_path, change, message):
     from gcpl.errors import GcplError
 

@@ -4,17 +4,15 @@ redoing finished ones, shards split the grid exactly, and `gcpl report` rebuilds
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
-import sys
 
 import numpy as np
 import pytest
 
 from gcpl.errors import GcplError
-from gcpl.experiment import ExperimentConfig, Run, add_cli, plan_runs, run_experiment, shard_runs
+from gcpl.experiment import ExperimentConfig, Run, plan_runs, run_experiment, shard_runs
 from gcpl.io import read_jsonl, write_json
 from gcpl.summary import summarize_experiment
 
@@ -26,25 +24,7 @@ ALL_RUNS = {f"zeroshot/shots0/seed{s}" for s in SEEDS} | {
 
 
 def _cli_main():
-    """gcpl.cli.main once the lead has registered the commands there, else the same wiring here."""
-    from gcpl import cli
-
-    try:
-        cli.build_parser().parse_args(["report", "x"])
-        return cli.main
-    except SystemExit:
-        pass
-
-    def main(argv):
-        parser = argparse.ArgumentParser(prog="gcpl")
-        handlers = add_cli(parser.add_subparsers(dest="command", required=True))
-        a = parser.parse_args(argv)
-        try:
-            handlers[a.command](a)
-        except GcplError as e:
-            print(f"gcpl {a.command}: error: {e}", file=sys.stderr)
-            return 2
-        return 0
+    from gcpl.cli import main
 
     return main
 
@@ -175,13 +155,16 @@ def test_resume_after_a_kill_redoes_only_the_unfinished(grid, monkeypatch):
         f.unlink()
     others = {p: p.stat().st_mtime_ns for p in out.glob("*/shots*/seed*/*/*.json")
               if killed not in p.parents and untrained not in p.parents}
+    killed_train = {p: p.stat().st_mtime_ns for p in (killed / "train").rglob("*") if p.is_file()}
     calls = {"train": [], "evaluate": []}
     real_train, real_eval = api.train, api.evaluate
     monkeypatch.setattr(api, "train", lambda job, **kw: calls["train"].append(job.out) or real_train(job, **kw))
     monkeypatch.setattr(api, "evaluate", lambda job, **kw: calls["evaluate"].append(job.out) or real_eval(job, **kw))
 
     run_experiment(grid["cfg"], progress=False, backbone=grid["bb"])
-    assert calls["train"] == [str(untrained / "train")]
+    # the killed run's training was finished: checked, not redone (its files untouched)
+    assert calls["train"] == [str(killed / "train"), str(untrained / "train")]
+    assert {p: p.stat().st_mtime_ns for p in (killed / "train").rglob("*") if p.is_file()} == killed_train
     assert sorted(calls["evaluate"]) == sorted([str(killed / "eval"), str(untrained / "eval")])
     assert all(p.stat().st_mtime_ns == t for p, t in others.items())  # finished runs untouched
     after = read_jsonl(killed / "eval/predictions.jsonl")
@@ -231,11 +214,11 @@ def test_shards_partition_the_grid():
 
 
 def test_two_shards_through_the_cli_give_the_unsharded_grid(grid, tmp_path, monkeypatch):
-    import gcpl.backbone
+    import gcpl.experiment
 
     loads = []
-    real = gcpl.backbone.load_backbone
-    monkeypatch.setattr(gcpl.backbone, "load_backbone", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = gcpl.experiment.load_backbone
+    monkeypatch.setattr(gcpl.experiment, "load_backbone", lambda *a, **k: loads.append(a) or real(*a, **k))
     main, out = _cli_main(), tmp_path / "sharded"
     args = _cli_args(grid["model"], grid["root"], out)
     assert main([*args, "--shard", "0/2"]) == 0
@@ -257,7 +240,7 @@ def test_two_shards_through_the_cli_give_the_unsharded_grid(grid, tmp_path, monk
 
 @pytest.mark.parametrize("extra, msg", [
     (["--shard", "2/2"], "0 <= i < n"),
-    (["--methods", "gcpl,clip"], "use some of zeroshot,gcpl,comple"),
+    (["--methods", "gcpl,clap"], "use some of zeroshot, gcpl, comple"),
     (["--shots", "0,4"], "each >= 1"),
     (["--template", "a photo"], "exactly one {}"),
 ])

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from gcpl.data.loaders import (
+    DATASETS,
     class_counts,
-    humanize,
+    get_dataset,
     load_cars,
     load_cornseeds,
     load_crc5k,
@@ -37,7 +38,7 @@ from gcpl.data.loaders import prepare as prepare_mod
 from gcpl.data.loaders.names import FLOWERS102
 from gcpl.data.splits import Sample, Split
 from gcpl.errors import GcplError
-from gcpl.presets import PRESETS, get_preset
+from gcpl.data.folders import class_name as humanize
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -708,10 +709,10 @@ def test_prepare_official_split_dataset(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# presets
+# the dataset registry
 
 
-def test_presets_table1():
+def test_registry_table1():
     expected = {
         "cars": ("A photo of {}, a type of car.", "car", None),
         "flowers102": ("A photo of {}, a type of flower.", "flower", None),
@@ -722,15 +723,15 @@ def test_presets_table1():
         "fractals": ("{} fractal.", "fractal", 0.3),
         "folder": ("A photo of {}.", "object", 0.3),
     }
-    assert {n: (p.template, p.init_word, p.test_fraction) for n, p in PRESETS.items()} == expected
+    assert {n: (p.template, p.init_word, p.test_fraction) for n, p in DATASETS.items()} == expected
     loaders = {
         "cars": load_cars, "flowers102": load_flowers102, "cornseeds": load_cornseeds, "crc5k": load_crc5k,
         "isic2018": load_isic2018, "lc25000": load_lc25000, "fractals": load_fractals, "folder": load_folder,
     }
-    for name, p in PRESETS.items():
+    for name, p in DATASETS.items():
         assert p.name == name and p.loader is loaders[name]
-        assert p.description and p.download_hint
-    assert PRESETS["cars"].prompt("AM General Hummer SUV 2000") == "A photo of AM General Hummer SUV 2000, a type of car."
-    assert get_preset("Flowers").name == "flowers102"
+        assert p.description and p.download and p.layout and p.title
+    assert DATASETS["cars"].prompt("AM General Hummer SUV 2000") == "A photo of AM General Hummer SUV 2000, a type of car."
+    assert get_dataset("Flowers").name == "flowers102"
     with raises_one_line(r"unknown dataset 'x'"):
-        get_preset("x")
+        get_dataset("x")

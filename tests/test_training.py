@@ -95,11 +95,11 @@ def test_resumed_equals_uninterrupted(backbone, class_folder, tmp_path, monkeypa
 
     def crashing_step(self, st):
         if st.step == 3:
-            raise KeyboardInterrupt
+            raise RuntimeError("killed")  # a crash loses the steps since the last checkpoint
         return real_step(self, st)
 
     monkeypatch.setattr(Trainer, "step", crashing_step)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError):
         run_training(trainer, out, progress=False)
     monkeypatch.setattr(Trainer, "step", real_step)
     st = trainer.new_state()
@@ -109,6 +109,36 @@ def test_resumed_equals_uninterrupted(backbone, class_folder, tmp_path, monkeypa
     assert torch.equal(resumed.vectors.detach(), straight)
     steps = [r["step"] for r in read_jsonl(out / "train_log.jsonl")]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_ctrl_c_checkpoints_the_finished_step_and_resumes_exactly(backbone, class_folder, tmp_path, monkeypatch):
+    """Ctrl-C during step 4 lets the step finish, writes a checkpoint at step 4 (not the last
+    periodic one, at 2) and stops; resuming gives the uninterrupted vectors."""
+    import os
+    import signal
+
+    from gcpl.errors import Interrupted
+    from gcpl.train import checkpoint_step
+
+    stats, labels = _support(backbone, class_folder)
+    cfg = TrainConfig(template="a photo of {}.", steps=6, lr=5e-2, seed=3, checkpoint_every=2, log_every=1)
+    straight = run_training(Trainer(backbone, CLASSES, stats, labels, cfg), progress=False).vectors.detach().clone()
+    out = tmp_path / "run"
+    real_step = Trainer.step
+
+    def interrupted_step(self, st):
+        if st.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the step
+        return real_step(self, st)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_step)
+    with pytest.raises(Interrupted, match="checkpoint saved at step 4 of 6"):
+        run_training(Trainer(backbone, CLASSES, stats, labels, cfg), out, progress=False)
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert checkpoint_step(out / "checkpoint") == 4
+    resumed = run_training(Trainer(backbone, CLASSES, stats, labels, cfg), out, resume=True, progress=False)
+    assert torch.equal(resumed.vectors.detach(), straight)
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_comple_trains_all_tokens(backbone, class_folder):

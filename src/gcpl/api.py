@@ -1,7 +1,7 @@
-"""The two jobs behind `gcpl train` and `gcpl eval`: data -> latents -> training / scoring -> files.
+"""The jobs behind `gcpl train` and `gcpl eval`: data -> latents -> training / scoring -> files.
 
 Run folder of `train`:
-    config.json                    every setting, model facts, classes, versions
+    config.json                    every setting (resolved), model facts, classes, versions
     split.json                     the few-shot support set actually used
     tokens.json                    template, init word, and per class its token and embedding file
     embeddings/<token>.safetensors diffusers textual-inversion files ({token: tensor[1, D]})
@@ -9,68 +9,40 @@ Run folder of `train`:
 Folder of `eval`:
     config.json, predictions.jsonl (one line per image, appended as it goes: resumable),
     results.json, results.md, confusion.png (with matplotlib)
+
+Nothing is written before the settings and the data are checked; rerunning a job into its folder
+resumes it when its identity settings (gcpl.settings) are the same, and is refused otherwise.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import load_backbone
+from .backbone import (compile_setting, device_setting, dtype_setting, load_backbone, model_setting,
+                       recommended_training, resolution_setting, resolve_model_path)
 from .classify import ClassifyConfig, DiffusionClassifier
 from .data.images import load_batch
 from .data.splits import Sample, Split, few_shot, read_samples
 from .distributed import default_device_name, world
 from .errors import GcplError
-from .io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
+from .io import append_jsonl, read_json, read_jsonl, write_json
 from .latents import encode, encode_files
-from .metrics import compute_metrics
-from .tokens import (PromptSlot, check_template, encode_prompts, encode_slot_prompts, load_embedding_file,
-                     save_embedding_file, token_names)
-from .train import TrainConfig, Trainer, run_training
+from .results import merge_predictions, summarize
+from .runs import (check_same_job, load_run, run_fingerprint, save_embeddings, stored_settings, versions,
+                   write_tokens_index)
+from .settings import plain, setting
+from .tokens import (PromptSlot, check_template, encode_prompts, encode_slot_prompts, single_token_id,
+                     token_names)
+from .train import TrainConfig, Trainer, check_resumable, checkpoint_step, run_training
 
 log = logging.getLogger(__name__)
 
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("gcpl", "torch", "diffusers", "transformers", "accelerate", "safetensors"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-# where the data and the trained run live is not a setting: folders may be moved or reached by
-# another path between a run and its resume; what they hold is checked instead (the class list)
-_PATH_SETTINGS = ("data", "run")
-
-
-def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -> dict:
-    """A resumed job must have the settings and the classes of the job that started the folder;
-    returns the stored config for the caller's own checks."""
-    stored = read_json(path)
-    old = stored.get("settings", {})
-    new = json.loads(json.dumps(settings))  # tuples -> lists, as stored
-    diff = [k for k in new if k not in _PATH_SETTINGS and old.get(k) != new[k]]
-    if diff:
-        raise GcplError(
-            f"{path.parent} holds {what} with other settings ({', '.join(diff)}); "
-            "use the same settings to resume, or another --out"
-        )
-    if stored.get("classes") is not None and stored["classes"] != list(classes):
-        raise GcplError(f"{path.parent} holds {what} of other classes ({len(stored['classes'])} stored, "
-                        f"{len(classes)} given); resume with the same data, or another --out")
-    return stored
+__all__ = ["EvalJob", "TrainJob", "evaluate", "load_run", "summarize", "train", "versions"]
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -78,40 +50,65 @@ def _check_same_job(path: Path, settings: dict, classes: list[str], what: str) -
 
 @dataclass
 class TrainJob:
-    data: str  # class-per-folder directory or split JSON (its "train" list)
-    out: str  # run folder
-    shots: int = 16  # images per class drawn from the data (seeded by train.seed)
-    model: str | None = None  # hub id, local diffusers folder, or "tiny"; None: SD-1.4 (bundled when offline)
-    device: str | None = None
-    dtype: str | None = None
-    resolution: int | None = None  # image size in pixels; None: the model's native size
-    allow_fewer: bool = False  # classes with fewer than `shots` images use all they have
-    strict: bool = False  # unreadable images are errors instead of warnings
-    resume: bool = False
-    compile: bool = False  # torch.compile the UNet (GPU speed; same results up to float rounding)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: str = setting(help="folder with one subfolder per class, or a split JSON (its train list)",
+                        flag="", identity=False)
+    out: str = setting(help="run folder to write", identity=False)
+    shots: int = setting(16, "training images per class, drawn with --seed")
+    model: str | None = model_setting()
+    device: str | None = device_setting()
+    dtype: str | None = dtype_setting()
+    resolution: int | None = resolution_setting()
+    allow_fewer: bool = setting(False, "classes with fewer than --shots images use all they have")
+    strict: bool = setting(False, "fail on unreadable images instead of skipping them", identity=False)
+    resume: bool = setting(False, "continue the run in --out from its checkpoint, with its stored settings",
+                           identity=False)
+    compile: bool = compile_setting()
+    train: TrainConfig = setting(default_factory=TrainConfig, help="training settings")
 
-    def settings(self) -> dict:
-        d = asdict(self)
-        d.pop("out"), d.pop("resume"), d.pop("device"), d.pop("compile")
-        # steps may grow on resume (train longer); checkpoint cadence is not a result-changing setting
-        d["train"].pop("checkpoint_every"), d["train"].pop("log_every"), d["train"].pop("steps")
-        return d
+    def __post_init__(self):
+        if self.shots < 1:
+            raise GcplError(f"--shots must be at least 1, got {self.shots}")
+
+
+def resume_settings(job: TrainJob, given: set[str]) -> TrainJob:
+    """`gcpl train --resume`: the stored settings of the run in job.out, with the options the user
+    gave on top (a given option that differs from the run's is refused later, by the identity check)."""
+    from .settings import replace
+
+    stored = stored_settings(job.out, TrainJob)
+    if stored is None:
+        return job
+    values = {k: v for k, v in _flat(job).items() if k in given}
+    return replace(stored, {**values, "out": job.out, "resume": True})
+
+
+def _flat(obj) -> dict:
+    out = {}
+    for k, v in asdict(obj).items():
+        out.update(v if isinstance(v, dict) else {k: v})
+    return out
 
 
 def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     out = Path(job.out)
-    cfg = job.train
-    check_template(cfg.template)
-    settings = job.settings()
+    check_template(job.train.template)
     if (out / "config.json").exists() and not job.resume:
         raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    model_path = resolve_model_path(job.model) if backbone is None else None
+    recommended = backbone.recommended if backbone is not None else _recommended(model_path)
+    job = TrainJob(**{**job.__dict__, "train": job.train.resolved(recommended)})
+    cfg = job.train
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     if (out / "config.json").exists():
-        _check_same_job(out / "config.json", settings, classes, "a training run")
+        check_same_job(out, job, classes, "a training run")
+        check_resumable(out / "checkpoint", cfg.steps)
+        if (out / "tokens.json").exists() and checkpoint_step(out / "checkpoint") == cfg.steps:
+            return out  # finished with these settings: nothing to do
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
+    single_token_id(bb.tokenizer, cfg.init_word)
+    PromptSlot.from_template(bb.tokenizer, cfg.template, cfg.init_word)
     size = job.resolution or bb.resolution
     stats, kept_idx, skipped = encode_files(bb.vae, [s.path for s in support], size, flip=cfg.flip,
                                             strict=job.strict)
@@ -121,69 +118,37 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         raise GcplError(f"class {classes[lost[0]]!r} has no readable training image left; fix or replace its images")
     labels = torch.tensor([s.label for s in kept])
     tokens = token_names(classes, bb.tokenizer)
-    config = {
-        "command": "train",
-        "settings": settings,
-        "model": bb.describe(),
-        "resolution": size,
-        "classes": classes,
-        "tokens": tokens,
-        "skipped_images": [{"path": p, "reason": r} for p, r in skipped],
-        "versions": versions(),
-    }
-    if w.is_main:
-        write_json(out / "config.json", config)
-        Split(classes=classes, train=kept).to_json(out / "split.json")
-
     if w.active and cfg.method == "gcpl":
         # Classes are independent in GCPL: each process trains its own share of them.
         mine = [c for c in range(len(classes)) if w.owns(c)]
         rows = torch.nonzero(torch.isin(labels, torch.tensor(mine))).flatten()
         remap = {c: i for i, c in enumerate(mine)}
-        sub_labels = torch.tensor([remap[int(l)] for l in labels[rows]])
+        sub_labels = torch.tensor([remap[int(label)] for label in labels[rows]])
         trainer = Trainer(bb, [classes[c] for c in mine], stats.subset(rows), sub_labels, cfg)
-        state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main,
-                             tag=f"-rank{w.rank}of{w.size}")
-        save_embeddings(out, [tokens[c] for c in mine], state.vectors)
+        my_tokens, tag = [tokens[c] for c in mine], f"-rank{w.rank}of{w.size}"
     else:
         trainer = Trainer(bb, classes, stats, labels, cfg, world=w)
-        tag = f"-rank{w.rank}of{w.size}" if w.active else ""
-        state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag)
-        if w.is_main:
-            save_embeddings(out, tokens, state.vectors)
+        my_tokens, tag = tokens, (f"-rank{w.rank}of{w.size}" if w.active else "")
+    if w.is_main:  # everything checked: the run folder is written from here on
+        write_json(out / "config.json", {
+            "command": "train", "settings": plain(job), "model": bb.describe(), "resolution": size,
+            "classes": classes, "tokens": tokens,
+            "skipped_images": [{"path": p, "reason": r} for p, r in skipped], "versions": versions(),
+        })
+        Split(classes=classes, train=kept).to_json(out / "split.json")
+    w.barrier()
+    state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag)
+    if w.is_main or (w.active and cfg.method == "gcpl"):
+        save_embeddings(out, my_tokens, state.vectors)
     w.barrier()
     if w.is_main:
-        write_tokens_index(out, classes, tokens, cfg)
+        write_tokens_index(out, classes, tokens, cfg.template, cfg.init_word)
     w.barrier()
     return out
 
 
-def _embedding_file(token: str) -> str:
-    return f"embeddings/{token.strip('<>')}.safetensors"
-
-
-def save_embeddings(out: Path, tokens: list[str], vectors: torch.Tensor) -> None:
-    for tok, vec in zip(tokens, vectors):
-        save_embedding_file(out / _embedding_file(tok), tok, vec)
-
-
-def write_tokens_index(out: Path, classes: list[str], tokens: list[str], cfg: TrainConfig) -> None:
-    rows = [{"class_name": n, "token": t, "file": _embedding_file(t)} for n, t in zip(classes, tokens)]
-    write_json(out / "tokens.json", {"template": cfg.template, "init_word": cfg.init_word, "classes": rows})
-
-
-def load_run(run: str | Path, backbone) -> tuple[list[str], torch.Tensor, str, str]:
-    """A trained run folder -> (classes, (C, D) vectors, template, init word)."""
-    run = Path(run)
-    if not (run / "tokens.json").exists():
-        raise GcplError(f"{run} is not a finished training run (no tokens.json); run `gcpl train` first")
-    meta = read_json(run / "tokens.json")
-    vecs, classes = [], []
-    for row in meta["classes"]:
-        _, v = load_embedding_file(run / row["file"], backbone.hidden_size)
-        vecs.append(v)
-        classes.append(row["class_name"])
-    return classes, torch.stack(vecs), meta["template"], meta["init_word"]
+def _recommended(model_path: str) -> dict:
+    return recommended_training(model_path) if Path(model_path).is_dir() else {}
 
 
 # --- eval --------------------------------------------------------------------------------------
@@ -191,41 +156,31 @@ def load_run(run: str | Path, backbone) -> tuple[list[str], torch.Tensor, str, s
 
 @dataclass
 class EvalJob:
-    data: str  # class-per-folder directory or split JSON (its `part` list)
-    out: str
-    run: str | None = None  # trained run folder (GCPL / CoMPLe tokens)
-    zero_shot: bool = False  # plain class names in the template instead of learned tokens
-    template: str | None = None  # zero-shot template; default: the run's, else "A photo of {}."
-    model: str | None = None  # default: the run's model
-    device: str | None = None
-    dtype: str | None = None
-    resolution: int | None = None  # default: the run's, else the model's native size
-    part: str = "test"  # which list of a split JSON
-    limit: int | None = None  # evaluate only the first N images (after a seeded shuffle)
-    images_per_batch: int = 8  # images scored together (their UNet calls share batches)
-    strict: bool = False
-    compile: bool = False  # torch.compile the UNet
-    calibrate: int = 0  # support images per class (from the run's split.json) to calibrate class scores
-    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    data: str = setting(help="folder with one subfolder per class, or a split JSON (its --part list)",
+                        flag="", identity=False)
+    out: str = setting(help="folder for predictions and results", identity=False)
+    # not "--run": launchers (torchrun, accelerate) prefix-match it to their own --run-path
+    run: str | None = setting(None, "trained run folder (from gcpl train)", flag="--run-dir", identity=False)
+    zero_shot: bool = setting(False, "plain class names in the template instead of learned tokens")
+    template: str | None = setting(None, "zero-shot template with one {} (default: 'A photo of {}.')")
+    model: str | None = setting(None, "hub id, local diffusers folder or 'tiny' (default: the run's model)")
+    device: str | None = device_setting()
+    dtype: str | None = dtype_setting()
+    resolution: int | None = resolution_setting("the run's, else the model's native size")
+    part: str = setting("test", "which list of a split JSON", choices=("train", "val", "test"))
+    limit: int | None = setting(None, "evaluate a seeded random subset of N images (seeded by --seed)")
+    images_per_batch: int = setting(8, "images scored together (their UNet calls share batches)", identity=False)
+    strict: bool = setting(False, "fail on unreadable images instead of skipping them", identity=False)
+    compile: bool = compile_setting()
+    calibrate: int = setting(0, "remove each learned token's generic error level, measured on N support "
+                             "images per class (0: off)", metavar="N")
+    classify: ClassifyConfig = setting(default_factory=ClassifyConfig, help="classifier settings")
 
-    def settings(self) -> dict:
-        d = asdict(self)
-        for k in ("out", "device", "images_per_batch", "compile"):
-            d.pop(k)
-        d["classify"].pop("batch")
-        return d
-
-
-def run_fingerprint(run: str | Path) -> str:
-    """A digest of a trained run's class tokens (tokens.json and every embedding file): an
-    evaluation resumed over a run trained further or anew since must not mix old and new scores."""
-    import hashlib
-
-    run = Path(run)
-    h = hashlib.sha256((run / "tokens.json").read_bytes())
-    for f in sorted((run / "embeddings").glob("*.safetensors")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise GcplError(f"--limit must be at least 1, got {self.limit}")
+        if self.calibrate < 0 or self.images_per_batch < 1:
+            raise GcplError("--calibrate must be at least 0 and --images-per-batch at least 1")
 
 
 def _class_embeddings(job: EvalJob, bb, data_classes: list[str]) -> tuple[list[str], torch.Tensor, str, dict]:
@@ -246,14 +201,23 @@ def _class_embeddings(job: EvalJob, bb, data_classes: list[str]) -> tuple[list[s
     return list(data_classes), embeds, template, {"zero_shot": True}
 
 
+def seeded_subset(samples: list, limit: int | None, seed: int) -> list:
+    """The `--limit` images: the first `limit` of a permutation seeded by `seed` (every method of
+    an experiment scores the same subset for the same seed)."""
+    if limit is None:
+        return samples
+    g = torch.Generator().manual_seed(seed)
+    return [samples[i] for i in torch.randperm(len(samples), generator=g)[:limit].tolist()]
+
+
 def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     out = Path(job.out)
     run_cfg = read_json(Path(job.run) / "config.json") if job.run and (Path(job.run) / "config.json").exists() else {}
     # the model the run was trained with (its own setting, else the model it actually loaded)
     model = job.model or run_cfg.get("settings", {}).get("model") or run_cfg.get("model", {}).get("model")
     w = world()
-    bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype, job.compile)
     data_classes, samples = read_samples(job.data, job.part)
+    bb = backbone or load_backbone(model, job.device or default_device_name(w), job.dtype, job.compile)
     classes, embeds, template, source = _class_embeddings(job, bb, data_classes)
     if not job.zero_shot:
         unknown = sorted({s.class_name for s in samples} - set(classes))
@@ -263,38 +227,34 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
                 f"{', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); train on it or drop it from the test data"
             )
     index = {c: i for i, c in enumerate(classes)}
-    samples = [Sample(s.path, index[s.class_name], s.class_name) for s in samples]
-    if job.limit is not None:
-        g = torch.Generator().manual_seed(job.classify.seed)
-        samples = [samples[i] for i in torch.randperm(len(samples), generator=g)[: job.limit].tolist()]
-
+    samples = seeded_subset([Sample(s.path, index[s.class_name], s.class_name) for s in samples], job.limit,
+                            job.classify.seed)
     size = job.resolution or run_cfg.get("resolution") or bb.resolution
-    settings = job.settings()
     tokens_digest = run_fingerprint(job.run) if job.run else None
     if (out / "config.json").exists():
-        stored = _check_same_job(out / "config.json", settings, classes, "an evaluation")
+        stored = check_same_job(out, job, classes, "an evaluation")
         if stored.get("run_tokens", tokens_digest) != tokens_digest:
             raise GcplError(f"{out} holds an evaluation of other class tokens (the run was trained further or "
                             "anew since); remove it or evaluate into another --out")
     n_samples, keep = job.classify.schedule(len(classes))
+    latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
+    clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
+    if job.calibrate:
+        _calibrate(clf, job, bb, classes, size)
     w.barrier()
     if w.is_main:
         write_json(out / "config.json", {
-            "command": "eval", "settings": settings, "source": source, "run_tokens": tokens_digest,
+            "command": "eval", "settings": plain(job), "source": source, "run_tokens": tokens_digest,
             "template": template, "classes": classes,
             "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
             "model": bb.describe(), "versions": versions(),
         })
-        _merge_predictions(out)  # fold shard files of an earlier multi-process run in; drop torn lines
+        merge_predictions(out)  # fold shard files of an earlier multi-process run in; drop torn lines
     w.barrier()
     done_idx = {r["index"] for r in read_jsonl(out / "predictions.jsonl")}
     # Each process scores its own share of the images into its own file (merged at the end).
     pred_file = out / (f"predictions-rank{w.rank}of{w.size}.jsonl" if w.active else "predictions.jsonl")
     todo = [i for i in range(len(samples)) if i not in done_idx and w.owns(i)]
-    latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
-    clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
-    if job.calibrate:
-        _calibrate(clf, job, bb, classes, size)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="eval", unit="img", disable=not progress)
     for j in range(0, len(todo), job.images_per_batch):
         chunk = todo[j : j + job.images_per_batch]
@@ -318,7 +278,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     bar.close()
     w.barrier()
     if w.is_main:
-        _merge_predictions(out)
+        merge_predictions(out)
         summarize(out, classes)
     w.barrier()
     return read_json(out / "results.json")
@@ -334,51 +294,3 @@ def _calibrate(clf: DiffusionClassifier, job: EvalJob, bb, classes: list[str], s
     labels = torch.tensor([index[picked[i].class_name] for i in kept])
     calls = clf.calibrate(stats.mean[:, 0] * bb.scaling_factor, labels)
     log.info("calibrated class scores on %d support images (%d UNet calls)", len(kept), calls)
-
-
-def _merge_predictions(out: Path) -> None:
-    """predictions.jsonl := its records plus every shard file's, by image index; shard files removed."""
-    files = [out / "predictions.jsonl", *sorted(out.glob("predictions-rank*.jsonl"))]
-    records = {}
-    for f in files:
-        for r in read_jsonl(f):
-            records.setdefault(r["index"], r)
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(records[i]) + "\n" for i in sorted(records)))
-    for f in files[1:]:
-        f.unlink()
-
-
-def summarize(out: Path, classes: list[str]) -> dict:
-    records = read_jsonl(out / "predictions.jsonl")
-    scored = [r for r in records if "pred" in r]
-    skipped = [r for r in records if "skipped" in r]
-    m = compute_metrics([r["label"] for r in scored], [r["pred"] for r in scored],
-                        [r["ranking"] for r in scored], len(classes))
-    m["classes"] = classes
-    m["skipped_images"] = len(skipped)
-    m["unet_calls_per_image"] = (sum(r["unet_calls"] for r in scored) / len(scored)) if scored else 0
-    write_json(out / "results.json", m)
-    atomic_write_text(out / "results.md", results_markdown(m))
-    try:
-        from .report import confusion_png
-
-        confusion_png(m["confusion_matrix"], classes, out / "confusion.png")
-    except ImportError:
-        pass
-    return m
-
-
-def results_markdown(m: dict) -> str:
-    if not m.get("n_images"):
-        return "# Results\n\nNo image was scored.\n"
-    lines = [
-        "# Results", "",
-        f"- images: {m['n_images']} (skipped unreadable: {m['skipped_images']})",
-        f"- top-1: {100 * m['top1']:.2f}%", f"- top-5: {100 * m['top5']:.2f}%",
-        f"- mean per-class accuracy: {100 * m['mean_per_class_accuracy']:.2f}%",
-        f"- macro-F1: {100 * m['macro_f1']:.2f}%",
-        f"- UNet calls per image: {m['unet_calls_per_image']:.1f}", "",
-        "| class | accuracy |", "|---|---|",
-    ]
-    lines += [f"| {c} | {100 * a:.1f}% |" for c, a in zip(m["classes"], m["per_class_accuracy"])]
-    return "\n".join(lines) + "\n"

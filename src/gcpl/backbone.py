@@ -7,13 +7,15 @@ schedule, native resolution) is read from the loaded configs, never hard-coded.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import GcplError
+from .settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,30 @@ _DTYPES = {
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
 }
+
+
+# The model options every command shares, defined once (gcpl.settings fields).
+def model_setting(default: str | None = None):
+    return setting(default, "hub id, local diffusers folder, or 'tiny' (the bundled model); default "
+                   f"{DEFAULT_MODEL} (the bundled model when HF_HUB_OFFLINE=1)" if default is None else
+                   "hub id, local diffusers folder, or 'tiny' (the bundled model)")
+
+
+def device_setting():
+    return setting(None, "cpu, cuda or cuda:N (default: cuda when available)", identity=False)
+
+
+def dtype_setting():
+    return setting(None, "precision of the frozen model (default: bf16 on CUDA, fp32 on CPU)",
+                   choices=("fp32", "bf16", "fp16"))
+
+
+def resolution_setting(what: str = "the model's native size"):
+    return setting(None, f"image size in pixels (default: {what})")
+
+
+def compile_setting():
+    return setting(False, "torch.compile the UNet (GPU: a warm-up once, then faster calls)", identity=False)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -72,6 +98,7 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
     scheduler_config: dict  # the model's own scheduler config (for samplers: DDIMScheduler.from_config)
+    recommended: dict = field(default_factory=dict)  # training settings the model folder recommends, per method
 
     @property
     def scaling_factor(self) -> float:
@@ -125,6 +152,22 @@ def resolve_model_path(model: str | None) -> str:
             )
         return str(BUNDLED_MODEL_DIR)
     return model
+
+
+RECOMMENDED_FILE = "gcpl_defaults.json"
+
+
+def recommended_training(path: str) -> dict:
+    """A model folder's recommended training settings per method ({"gcpl": {"lr": ..., "steps": ...},
+    ...}) from its gcpl_defaults.json ("train" key); {} when it has none (hub ids, plain SD folders).
+    Explicit settings always win over these; these win over the paper's defaults."""
+    f = Path(path) / RECOMMENDED_FILE
+    if not f.is_file():
+        return {}
+    try:
+        return dict(json.loads(f.read_text()).get("train", {}))
+    except (OSError, ValueError) as e:
+        raise GcplError(f"{f} is not valid JSON ({e}); fix or remove it") from None
 
 
 def _offline() -> bool:
@@ -184,6 +227,6 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
         unet = torch.compile(unet)
     alphas_cumprod = scheduler.alphas_cumprod.to(device=dev, dtype=torch.float32)
     bb = Backbone(str(model or path), tokenizer, text_encoder, vae, unet, alphas_cumprod, prediction_type, dev, dt,
-                  dict(scheduler.config))
+                  dict(scheduler.config), recommended_training(path) if local else {})
     log.info("loaded %s", bb.describe())
     return bb

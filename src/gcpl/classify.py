@@ -17,18 +17,21 @@ import torch
 
 from .errors import GcplError
 from .losses import denoising_error
+from .settings import setting
 
 
 @dataclass
 class ClassifyConfig:
-    n_samples: tuple[int, ...] | None = None  # cumulative (t, noise) pairs per stage; None: default_schedule
-    keep: tuple[int, ...] | None = None  # classes kept after each stage (last is usually 1)
-    norm: str = "l2"  # "l2" (paper) or "l1"
-    batch: int = 64  # UNet samples per call
-    seed: int = 0  # seeds the shared noise
-    spacing: str = "nested"  # "nested": stage k takes the first n_samples[k] of one low-discrepancy
-    # order of the pool (each stage adds only new, evenly spread timesteps); "li": Li et al.'s
-    # stages, each re-spaced evenly over the pool (their exact procedure and call counts)
+    n_samples: tuple[int, ...] | None = setting(
+        None, "classifier: cumulative (t, noise) pairs per stage, e.g. 20,50,100,500 (default: gcpl's schedule "
+        "for the class count)")
+    keep: tuple[int, ...] | None = setting(None, "classifier: classes kept after each stage, e.g. 20,10,5,1")
+    norm: str = setting("l2", "error norm: l2 (paper) or l1", choices=("l2", "l1"))
+    batch: int = setting(64, "UNet samples per call", identity=False)
+    seed: int = setting(0, "seeds the classifier's shared noise (and --limit's subset)")
+    spacing: str = setting(
+        "nested", "nested: each stage adds new timesteps to the last's; li: Li et al.'s re-spaced stages",
+        choices=("nested", "li"))
 
     def schedule(self, n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if self.spacing not in ("nested", "li"):

@@ -8,22 +8,27 @@ class mean of the VAE latents. Writes results.json, report.md, confusion.png, sa
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .api import EvalJob, TrainJob, evaluate, train, versions
-from .backbone import load_backbone
+from .backbone import device_setting, load_backbone, model_setting
 from .baselines import nearest_class_mean, pixel_nn_with_flips
 from .classify import ClassifyConfig
+from .data.fractals import VERSION as FRACTALS_VERSION
+from .data.fractals import benchmark_split, generate_benchmark
 from .data.images import load_batch
-from .data.splits import Sample, Split
+from .data.splits import Split
 from .errors import GcplError
 from .io import atomic_write_text, read_json, write_json
 from .latents import encode
+from .methods import METHODS, MethodRun, method_names, order, run_method
 from .metrics import compute_metrics
+from .runs import load_run, versions
+from .settings import setting
 from .train import TrainConfig
 
 TEMPLATE = "{} fractal."  # the paper's Table 1 template for fractals
@@ -32,29 +37,45 @@ INIT_WORD = "fractal"
 
 @dataclass
 class DemoConfig:
-    out: str = "runs/demo"
-    classes: int = 10  # fractal categories (never seen in pretraining)
-    shots: int = 16  # training images per class
-    test_per_class: int = 12  # held-out test images per class
-    seed: int = 0  # benchmark, shots, training and classifier noise
-    model: str = "tiny"
-    device: str | None = None
-    gcpl: TrainConfig = field(default_factory=lambda: TrainConfig(
-        method="gcpl", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=4))
-    comple: TrainConfig = field(default_factory=lambda: TrainConfig(
-        method="comple", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=10, groups=4))
+    out: str = setting("runs/demo", "folder for the benchmark, every method's runs and the report; rerunning "
+                       "into it resumes", identity=False)
+    classes: int = setting(10, "fractal categories (never seen in pretraining)")
+    shots: int = setting(16, "training images per class")
+    test_per_class: int = setting(12, "held-out test images per class")
+    seed: int = setting(0, "benchmark, shots, training and classifier noise")
+    model: str = model_setting("tiny")
+    device: str | None = device_setting()
+    steps: int | None = setting(None, "training steps of GCPL and CoMPLe (default: the demo's 300)")
+    n_samples: tuple[int, ...] | None = setting(None, "classifier stages (default: the demo's schedule)")
+    keep: tuple[int, ...] | None = setting(None, "classes kept after each stage (with --n-samples)")
+    methods: tuple[str, ...] = setting(("zeroshot", "gcpl", "comple"), "comma-separated methods to compare",
+                                       parse=method_names)
+    samples: bool = setting(True, "write samples.png (images generated from the learned tokens)",
+                            flag="--no-samples")
+    calibrate: int = setting(0, "support images per class to calibrate the learned tokens' scores (0: off)")
+    workers: int = setting(2, "processes running the methods side by side (1: all in this process)",
+                           identity=False)
+    # The demo's own preset (not options): the bundled model needs a 10x larger lr than SD-1.4.
+    gcpl: TrainConfig = setting(default_factory=lambda: TrainConfig(
+        method="gcpl", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=4), cli=False,
+        help="GCPL training of the demo")
+    comple: TrainConfig = setting(default_factory=lambda: TrainConfig(
+        method="comple", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=10, groups=4), cli=False,
+        help="CoMPLe training of the demo")
     # nested stages: 8 timesteps for every class, 32 for the best 4, 96 for the best 2 (304 calls)
-    classify: ClassifyConfig = field(default_factory=lambda: ClassifyConfig(n_samples=(8, 32, 96), keep=(4, 2, 1)))
-    methods: tuple[str, ...] = ("zeroshot", "gcpl", "comple")
-    samples: bool = True  # write samples.png (images generated from the learned tokens)
-    calibrate: int = 0  # support images per class to calibrate the learned tokens' scores (0: off)
-    workers: int = 2  # processes running the methods side by side (1: all in this process)
+    classify: ClassifyConfig = setting(default_factory=lambda: ClassifyConfig(n_samples=(8, 32, 96), keep=(4, 2, 1)),
+                                       cli=False, help="the demo's classifier")
+
+    def __post_init__(self):
+        self.methods = method_names(self.methods)
+        if self.steps is not None:
+            self.gcpl = dataclasses.replace(self.gcpl, steps=self.steps)
+            self.comple = dataclasses.replace(self.comple, steps=self.steps)
+        if self.n_samples is not None or self.keep is not None:
+            self.classify = dataclasses.replace(self.classify, n_samples=self.n_samples, keep=self.keep)
 
 
 def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
-    from .data.fractals import VERSION as FRACTALS_VERSION
-    from .data.fractals import generate_benchmark
-
     data = Path(cfg.out) / "data"
     per_class = cfg.shots + cfg.test_per_class
     meta_file = data / "fractals.json"
@@ -66,18 +87,7 @@ def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
         raise GcplError(f"{data} holds another benchmark (seed {made[0]}, {made[1]} classes, {made[2]} images "
                         f"each, generator v{made[3]}; asked for seed {cfg.seed}, {cfg.classes} classes, "
                         f"{per_class} images each, v{FRACTALS_VERSION}); remove it or choose another --out")
-    names = sorted(p.name for p in data.iterdir() if p.is_dir())
-    split = Split(classes=names)
-    for label, name in enumerate(names):
-        files = sorted((data / name).glob("*.png"))
-        if len(files) != per_class:
-            raise GcplError(f"{data} holds another benchmark (class {name!r} has {len(files)} images, "
-                            f"expected {per_class}); remove it or choose another --out")
-        # instances are i.i.d. draws, so the first `shots` are as random a support set as any
-        split.train += [Sample(str(f), label, name) for f in files[: cfg.shots]]
-        split.test += [Sample(str(f), label, name) for f in files[cfg.shots :]]
-    split.to_json(Path(cfg.out) / "split.json", relative_to=cfg.out)
-    return Path(cfg.out) / "split.json", split
+    return benchmark_split(data, cfg.test_per_class, Path(cfg.out) / "split.json")
 
 
 def check_config(cfg: DemoConfig) -> None:
@@ -86,9 +96,6 @@ def check_config(cfg: DemoConfig) -> None:
                             ("--test-per-class", cfg.test_per_class, 1), ("--workers", cfg.workers, 1)):
         if value < lo:
             raise GcplError(f"{name} must be at least {lo}, got {value}")
-    bad = set(cfg.methods) - {"zeroshot", "gcpl", "comple"}
-    if bad or not cfg.methods:
-        raise GcplError(f"--methods: unknown {', '.join(sorted(bad)) or '(none given)'}; use zeroshot, gcpl, comple")
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
@@ -107,7 +114,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     results: dict[str, dict] = {}
     # Longest first. With workers > 1 each method runs in its own single-threaded process: on a
     # small CPU two 1-thread processes do twice the work of one 2-thread process on tiny models.
-    methods = sorted(cfg.methods, key=lambda m: ("comple", "gcpl", "zeroshot").index(m))
+    methods = sorted(cfg.methods, key=lambda m: -order(m))
     if cfg.workers > 1 and len(methods) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -143,25 +150,17 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
 
 
 def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress: bool = False):
-    """Train (GCPL / CoMPLe) and evaluate one method; returns (method, metrics, seconds)."""
+    """Train (if the method learns) and evaluate one method; returns (method, metrics, seconds)."""
     t = time.perf_counter()
     if bb is None:  # a worker process: one thread, its own copy of the model
         torch.set_num_threads(1)
         bb = load_backbone(cfg.model, cfg.device)
-    out = Path(cfg.out)
-    if method == "zeroshot":
-        job = EvalJob(data=split_file, out=str(out / "zeroshot" / "eval"), zero_shot=True, template=TEMPLATE,
-                      model=cfg.model, classify=cfg.classify)
-    else:
-        tcfg = getattr(cfg, method)
-        tcfg.seed = cfg.seed
-        run = out / method / "train"
-        # resume=True: a finished run is only checked (same settings) and its tokens kept
-        train(TrainJob(data=split_file, out=str(run), shots=cfg.shots, model=cfg.model, resume=True, train=tcfg),
-              progress=progress, backbone=bb)
-        job = EvalJob(data=split_file, out=str(out / method / "eval"), run=str(run), model=cfg.model,
-                      classify=cfg.classify, calibrate=cfg.calibrate)
-    m = evaluate(job, progress=progress, backbone=bb)
+    run = MethodRun(method=method, folder=Path(cfg.out) / method, data=split_file, shots=cfg.shots, seed=cfg.seed,
+                    template=TEMPLATE, init_word=INIT_WORD, model=cfg.model, device=cfg.device,
+                    calibrate=0 if method == "zeroshot" else cfg.calibrate,
+                    train=getattr(cfg, method) if method in ("gcpl", "comple") else TrainConfig(),
+                    classify=cfg.classify)
+    m = run_method(run, progress=progress, backbone=bb)
     return method, m, time.perf_counter() - t
 
 
@@ -195,9 +194,7 @@ def _row_from_preds(labels, pred, C) -> dict:
 
 
 NAMES = {
-    "zeroshot": "zero-shot diffusion classifier (class names)",
-    "gcpl": "GCPL (learned class tokens)",
-    "comple": "CoMPLe (joint contrastive tokens)",
+    **{k: m.label for k, m in METHODS.items()},
     "pixel_nn": "pixel 1-NN (+ flipped shots)",
     "latent_ncm": "nearest class mean of VAE latents",
 }
@@ -255,7 +252,6 @@ def samples_png(bb, run: Path, split: Split, path: Path, per_class: int = 3, rea
     finally:
         tlog.set_verbosity(level)
 
-    from .api import load_run
     from .tokens import install_tokens
 
     classes, vectors, template, _ = load_run(run, bb)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from .errors import GcplError
 from .io import atomic_write_text, read_json
+from .methods import METHODS, order, uses_shots
+from .settings import setting
 
-METHOD_ORDER = ("zeroshot", "gcpl", "comple")
-LABELS = {"zeroshot": "Zero-shot", "gcpl": "GCPL", "comple": "CoMPLe"}
+LABELS = {k: m.short for k, m in METHODS.items()}
 METRICS = (  # (results.json key, column stem, header)
     ("top1", "top1", "top-1 (%)"),
     ("mean_per_class_accuracy", "mean_per_class_acc", "mean per-class acc. (%)"),
@@ -39,6 +40,13 @@ _RUN_DIR = re.compile(r"^shots(\d+)$"), re.compile(r"^seed(-?\d+)$")
 
 
 @dataclass
+class ReportJob:
+    """`gcpl report`: rebuild the tables and plots of an experiment folder from its finished runs."""
+
+    run_dir: str = setting(help="the experiment's --out folder", flag="")
+
+
+@dataclass
 class RunResult:
     method: str
     shots: int
@@ -47,8 +55,7 @@ class RunResult:
     results: dict
 
 
-def _order(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+_order = order
 
 
 def find_runs(out: str | Path) -> list[RunResult]:
@@ -120,9 +127,9 @@ def _wide_table(rows: list[dict], shots: list[int], stem: str) -> list[str]:
     for m in methods:
         cells = []
         for k in cols:
-            r = by.get((m, 0 if m == "zeroshot" else k))
+            r = by.get((m, k if uses_shots(m) else 0))
             cells.append(_pm(r[f"{stem}_mean"], r[f"{stem}_std"]) if r else "–")
-        label = LABELS.get(m, m) + (" †" if m == "zeroshot" and shots else "")
+        label = LABELS.get(m, m) + (" †" if not uses_shots(m) and shots else "")
         lines.append("| " + " | ".join([label] + cells) + " |")
     return lines
 
@@ -150,7 +157,7 @@ def _planned(exp: dict | None) -> list[tuple[str, int, int]]:
     g = exp["grid"]
     out = []
     for m in sorted(g.get("methods", []), key=lambda m: (_order(m), m)):
-        for k in [0] if m == "zeroshot" else g.get("shots", []):
+        for k in g.get("shots", []) if uses_shots(m) else [0]:
             out += [(m, k, s) for s in g.get("seeds", [])]
     return out
 
@@ -193,7 +200,7 @@ def summary_markdown(rows: list[dict], runs: list[RunResult], exp: dict | None, 
                   + (f" (and {len(done - set(planned))} others)" if done - set(planned) else "") + ".", ""]
     if not rows:
         return "\n".join(lines + ["No finished run yet.", ""])
-    shots = sorted({r["shots"] for r in rows if r["method"] != "zeroshot"}
+    shots = sorted({r["shots"] for r in rows if uses_shots(r["method"])}
                    | {k for _, k, _ in planned if k > 0})
     lines += ["## Results", "",
               "Mean ± std over seeds (std: sample standard deviation; none for a single seed). "
@@ -228,21 +235,19 @@ def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    colours = {"gcpl": "tab:blue", "comple": "tab:orange"}
-    trained = sorted({r["method"] for r in rows if r["method"] != "zeroshot"}, key=lambda m: (_order(m), m))
-    xs = sorted({r["shots"] for r in rows if r["method"] != "zeroshot"})
+    trained = sorted({r["method"] for r in rows if uses_shots(r["method"])}, key=lambda m: (_order(m), m))
+    xs = sorted({r["shots"] for r in rows if uses_shots(r["method"])})
     for m in trained:
         pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["shots"])
         ax.errorbar([r["shots"] for r in pts], [r["top1_mean"] for r in pts],
-                    yerr=[r["top1_std"] or 0.0 for r in pts], marker="o", capsize=4, label=LABELS.get(m, m),
-                    color=colours.get(m))
-    for r in rows:
-        if r["method"] == "zeroshot":
-            mean, std = r["top1_mean"], r["top1_std"] or 0.0
-            ax.axhline(mean, color="tab:gray", linestyle="--",
-                       label=LABELS["zeroshot"] + (" (band: ± std)" if std else ""))
-            if std:
-                ax.axhspan(mean - std, mean + std, color="tab:gray", alpha=0.15, linewidth=0)
+                    yerr=[r["top1_std"] or 0.0 for r in pts], marker="o", capsize=4, label=LABELS.get(m, m))
+    flat = [r for r in rows if not uses_shots(r["method"])]
+    for r, style in zip(flat, ("--", ":", "-.", (0, (5, 1)))):
+        mean, std = r["top1_mean"], r["top1_std"] or 0.0
+        line = ax.axhline(mean, linestyle=style, color="tab:gray" if len(flat) == 1 else None,
+                          label=LABELS.get(r["method"], r["method"]) + (" (band: ± std)" if std else ""))
+        if std:
+            ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
     if xs:
         if len(xs) > 1 and xs[0] > 0:
             ax.set_xscale("log", base=2)

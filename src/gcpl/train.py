@@ -12,6 +12,7 @@ set; loss = pos - lambda * neg (see losses.comple_loss).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,49 +24,73 @@ from tqdm.auto import tqdm
 
 from .data.splits import class_seed
 from .distributed import World
-from .errors import GcplError
-from .io import append_jsonl, atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_json
+from .errors import GcplError, Interrupted
+from . import checkpoint
+from .interrupt import deferred_interrupt
+from .io import append_jsonl, atomic_write_text, read_jsonl
 from .latents import LatentStats
 from .losses import comple_loss, per_sample_error, predict, target
+from .settings import setting
 from .tokens import PromptSlot, encode_slot_prompts, init_vectors, single_token_id
 
 log = logging.getLogger(__name__)
 
 METHODS = ("gcpl", "comple")
-PAPER_LR = {"gcpl": 5e-4, "comple": 1e-3}
+# The paper's settings per method (Sec. 4.2): AdamW lr 5e-4 for GCPL, 1e-3 for CoMPLe (batch 4);
+# 500 optimiser steps of 4 images per class for GCPL (the authors' released code), 4,000 for CoMPLe.
+# A model folder may recommend others (gcpl_defaults.json, see backbone.recommended_training).
+PAPER_DEFAULTS = {"gcpl": {"lr": 5e-4, "steps": 500, "batch": 4, "groups": 1},
+                  "comple": {"lr": 1e-3, "steps": 4000, "batch": 4, "groups": 1}}
+RESOLVED = ("lr", "steps", "batch", "groups")  # None in TrainConfig: the model's recommendation, else the paper's
 
 
 @dataclass
 class TrainConfig:
-    method: str = "gcpl"  # "gcpl" (per-class, Eq. 1-2) or "comple" (joint contrastive, Eq. 3)
-    template: str = "A photo of {}."  # prompt with exactly one {} for the class token
-    init_word: str = "object"  # single-token word whose embedding initialises every class token
-    steps: int = 500  # optimiser steps (gcpl: each step trains every class on `batch` samples)
-    batch: int = 4  # gcpl: samples per class per step; comple: samples per step (paper: 4)
-    lr: float | None = None  # None: the paper's 5e-4 (gcpl) or 1e-3 (comple)
-    weight_decay: float = 0.01  # AdamW, paper
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW, paper
-    lam: float = 1e-3  # CoMPLe negative weight lambda (paper: 1e-3)
-    flip: bool = True  # random horizontal flips (cached as a second latent view)
-    seed: int = 0  # governs every random draw of training
-    max_batch: int = 64  # largest number of samples per UNet forward/backward (micro-batching)
-    groups: int = 1  # comple: groups of `batch` samples per step, each with its own negatives
-    # (gradient accumulation; several processes split the groups, so results match one process)
-    checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
-    log_every: int = 10  # steps between lines in train_log.jsonl
+    method: str = setting("gcpl", "gcpl: one token per class, trained as if alone (Eq. 1-2); comple: all tokens "
+                          "jointly with the contrastive loss (Eq. 3)", choices=METHODS)
+    template: str = setting("A photo of {}.", "prompt with exactly one {} for the class token, e.g. "
+                            "'A photo of {}, a type of car.'")
+    init_word: str = setting("object", "single-token word whose embedding initialises every class token")
+    steps: int | None = setting(None, "optimiser steps (default: the model's recommendation, else 500 for gcpl, "
+                                "4000 for comple); a resumed run may train longer", identity=False)
+    batch: int | None = setting(None, "gcpl: samples per class per step; comple: samples per step "
+                                "(default: the model's recommendation, else the paper's 4)")
+    lr: float | None = setting(None, "learning rate (default: the model's recommendation, else the paper's "
+                               "5e-4 for gcpl, 1e-3 for comple)")
+    weight_decay: float = setting(0.01, "AdamW weight decay (paper)")
+    betas: tuple[float, ...] = setting((0.9, 0.999), "AdamW betas (paper)")
+    lam: float = setting(1e-3, "CoMPLe: weight lambda of the negative term (paper)")
+    flip: bool = setting(True, "random horizontal flips (cached as a second latent view)")
+    seed: int = setting(0, "governs every random draw of training and the few-shot support set")
+    max_batch: int = setting(64, "largest number of samples per UNet forward/backward (micro-batching; "
+                             "results do not depend on it)", identity=False)
+    groups: int | None = setting(None, "comple: groups of --batch samples per step, each with its own negatives "
+                                 "(gradient accumulation; the processes of a multi-GPU run split them; default: "
+                                 "the model's recommendation, else 1)")
+    checkpoint_every: int = setting(100, "steps between checkpoints (0: only at the end)", identity=False)
+    log_every: int = setting(10, "steps between lines of train_log.jsonl", identity=False)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise GcplError(f"--method {self.method!r} is unknown; use gcpl or comple")
-        if self.steps < 1 or self.batch < 1:
-            raise GcplError("--steps and --batch must be at least 1")
-        if self.method == "comple" and self.batch < 2:
+        for name in ("steps", "batch", "groups", "max_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise GcplError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.method == "comple" and self.batch is not None and self.batch < 2:
             raise GcplError("CoMPLe needs --batch of at least 2 (negatives come from the other samples)")
+        if self.lr is not None and not self.lr > 0:
+            raise GcplError(f"--lr must be positive, got {self.lr}")
         self.betas = tuple(self.betas)
+        if len(self.betas) != 2:
+            raise GcplError(f"--betas takes two numbers such as 0.9,0.999, got {list(self.betas)}")
 
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else PAPER_LR[self.method]
+    def resolved(self, recommended: dict | None = None) -> "TrainConfig":
+        """A copy with lr, steps, batch and groups filled in: the given value, else the model's
+        recommendation for this method, else the paper's."""
+        rec = (recommended or {}).get(self.method, {})
+        fill = {k: rec.get(k, PAPER_DEFAULTS[self.method][k]) for k in RESOLVED if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill)
 
 
 @dataclass
@@ -102,6 +127,7 @@ class Trainer:
         (GCPL is split by classes instead: each process trains its own Trainer on its classes.)"""
         if cfg.flip and stats.mean.shape[1] < 2:
             raise ValueError("flip=True needs latents encoded with flip views")
+        cfg = cfg.resolved(backbone.recommended)
         self.bb, self.classes, self.stats, self.labels, self.cfg = backbone, classes, stats, labels, cfg
         self.world = world or World()
         self.my_groups = [g for g in range(cfg.groups) if self.world.owns(g)] if cfg.method == "comple" else []
@@ -118,7 +144,7 @@ class Trainer:
         vectors = init_vectors(self.bb.text_encoder, self.init_id, len(self.classes)).to(self.bb.device)
         vectors.requires_grad_(True)
         opt = torch.optim.AdamW(
-            [vectors], lr=self.cfg.learning_rate, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay
+            [vectors], lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay
         )
         return TrainState(0, vectors, opt, _make_generators(self.cfg, self.classes, self.my_groups))
 
@@ -182,71 +208,75 @@ class Trainer:
         return total.item() / cfg.groups
 
 
-# --- checkpoints (safetensors + JSON, never pickle) ----------------------------------------------
+# --- checkpoints (gcpl.checkpoint: one safetensors file with a JSON header, never pickle) -------------
+
+CHECKPOINT_FILE = "state.safetensors"
 
 
-def save_checkpoint(path: Path, st: TrainState) -> None:
-    from safetensors.torch import save
-
-    tensors = {"vectors": st.vectors.detach().cpu()}
-    opt_state = st.optimizer.state_dict()
-    for k, v in opt_state["state"].get(0, {}).items():
-        tensors[f"adam.{k}"] = v.detach().cpu().reshape(-1) if v.dim() == 0 else v.detach().cpu()
-    for i, g in enumerate(st.generators):
-        tensors[f"rng.{i}"] = g.get_state()
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path / "state.safetensors", save({k: v.contiguous() for k, v in tensors.items()}))
-    write_json(path / "state.json", {"step": st.step, "losses": st.losses})
+def save_checkpoint(folder: Path, st: TrainState) -> None:
+    opt, groups = checkpoint.optimizer_tensors(st.optimizer)
+    tensors = {"vectors": st.vectors, **opt, **checkpoint.generator_tensors(st.generators)}
+    checkpoint.save(folder / CHECKPOINT_FILE, tensors, {"step": st.step, "losses": st.losses, "param_groups": groups})
 
 
-def load_checkpoint(path: Path, st: TrainState) -> None:
-    from safetensors.torch import load_file
+def checkpoint_step(folder: Path) -> int | None:
+    """Steps trained by the checkpoint in folder (None: no checkpoint)."""
+    meta = checkpoint.read_meta(folder / CHECKPOINT_FILE)
+    return None if meta is None else int(meta["step"])
 
-    t = load_file(str(path / "state.safetensors"))
-    meta = read_json(path / "state.json")
+
+def load_checkpoint(folder: Path, st: TrainState) -> None:
+    tensors, meta = checkpoint.load(folder / CHECKPOINT_FILE)
     with torch.no_grad():
-        st.vectors.copy_(t["vectors"].to(st.vectors.device))
-    adam = {k[5:]: v for k, v in t.items() if k.startswith("adam.")}
-    if adam:
-        sd = st.optimizer.state_dict()
-        if "step" in adam:
-            adam["step"] = adam["step"].reshape(())
-        sd["state"] = {0: {k: v.to(st.vectors.device) if k != "step" else v for k, v in adam.items()}}
-        st.optimizer.load_state_dict(sd)
-    for i, g in enumerate(st.generators):
-        g.set_state(t[f"rng.{i}"])
+        st.vectors.copy_(tensors["vectors"].to(st.vectors.device))
+    checkpoint.load_optimizer(st.optimizer, tensors, meta["param_groups"])
+    checkpoint.load_generators(st.generators, tensors)
     st.step, st.losses = int(meta["step"]), list(meta["losses"])
+
+
+def check_resumable(folder: Path, steps: int) -> None:
+    """A checkpoint past `steps` cannot be resumed to `steps`: its tokens are not what `steps` give."""
+    done = checkpoint_step(folder)
+    if done is not None and done > steps:
+        raise GcplError(f"{folder.parent} has already trained {done} steps, more than --steps {steps}; "
+                        f"resume with --steps {done} or more, or choose another --out")
 
 
 def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False, progress: bool = True,
                  tag: str = "") -> TrainState:
     """Train to cfg.steps, checkpointing into out/checkpoint{tag} and logging to out/train_log{tag}.jsonl
-    (tag tells apart the processes of a multi-process run)."""
+    (tag tells apart the processes of a multi-process run). Ctrl-C finishes the step in hand, writes
+    a checkpoint and raises `Interrupted`."""
     cfg = trainer.cfg
     st = trainer.new_state()
     ckpt = out / f"checkpoint{tag}" if out is not None else None
     log_file = out / f"train_log{tag}.jsonl" if out is not None else None
-    if resume and ckpt is not None and (ckpt / "state.json").exists():
+    if resume and ckpt is not None and checkpoint_step(ckpt) is not None:
+        check_resumable(ckpt, cfg.steps)
         load_checkpoint(ckpt, st)
         log.info("resumed from %s at step %d", ckpt, st.step)
-        if st.step > cfg.steps:  # its tokens are not what `steps` steps give
-            raise GcplError(f"{out} has already trained {st.step} steps, more than --steps {cfg.steps}; "
-                            f"resume with --steps {st.step} or more, or choose another --out")
     if out is not None:  # drop log lines written after the checkpoint we restart from
         kept = [r for r in read_jsonl(log_file) if r["step"] <= st.step]
         atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
     bar = tqdm(total=cfg.steps, initial=st.step, desc=f"train {cfg.method}", disable=not progress, unit="step")
-    while st.step < cfg.steps:
-        loss = trainer.step(st)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if not math.isfinite(loss):
-            raise GcplError(f"training diverged at step {st.step} (loss {loss}); lower --lr")
-        if out is not None and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
-            recent = st.losses[-cfg.log_every :]
-            append_jsonl(log_file, {"step": st.step, "loss": sum(recent) / len(recent)})
-        if ckpt is not None and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
-            save_checkpoint(ckpt, st)
+    with deferred_interrupt() as stop:
+        while st.step < cfg.steps:
+            loss = trainer.step(st)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if not math.isfinite(loss):
+                raise GcplError(f"training diverged at step {st.step} (loss {loss}); lower --lr")
+            if out is not None and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
+                recent = st.losses[-cfg.log_every :]
+                append_jsonl(log_file, {"step": st.step, "loss": sum(recent) / len(recent)})
+            if ckpt is not None and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
+                save_checkpoint(ckpt, st)
+            if stop.requested and st.step < cfg.steps:  # Ctrl-C: the finished step is kept
+                bar.close()
+                if ckpt is None:
+                    raise Interrupted(f"stopped at step {st.step} of {cfg.steps}")
+                save_checkpoint(ckpt, st)
+                raise Interrupted(f"checkpoint saved at step {st.step} of {cfg.steps}")
     bar.close()
     if ckpt is not None:
         save_checkpoint(ckpt, st)

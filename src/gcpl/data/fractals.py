@@ -36,6 +36,8 @@ from PIL import Image
 
 from ..errors import GcplError
 from ..io import read_json, write_json
+from ..settings import setting
+from .splits import Sample, Split
 
 VERSION = 2  # bump when the same seed would give different images or parameters
 FORMAT = "gcpl-fractals"
@@ -581,11 +583,56 @@ def load_classes(path: str | Path) -> list[FractalClass]:
 
 def generate_benchmark(out, n_classes: int = 10, per_class: int = 100, seed: int = 0,
                        size: int = 32) -> Path:
-    """The `gcpl fractals` command: fine-grained benchmark classes written as a class-per-folder
-    dataset under `out`."""
+    """Fine-grained benchmark classes written as a class-per-folder dataset under `out`."""
     classes = benchmark_classes(n_classes, seed)
     meta = {"pool": "benchmark", "n_classes": n_classes, "knobs": dict(FAMILY_DEFAULTS)}
     return write_dataset(classes, out, per_class, seed, size, meta=meta)
+
+
+def benchmark_split(folder: str | Path, test_per_class: int, split_file: str | Path | None = None):
+    """The split of a folder written by `generate_benchmark`: in each class the last `test_per_class`
+    images are test, the others train (instances are i.i.d. draws, so any fixed choice is as random
+    as another). Written to `split_file` (default folder/split.json, paths relative to its folder)."""
+    folder = Path(folder)
+    meta = read_json(folder / "fractals.json")
+    per_class = int(meta["per_class"])
+    if not 1 <= test_per_class < per_class:
+        raise GcplError(f"--test-per-class must be between 1 and --per-class - 1 ({per_class - 1}), "
+                        f"got {test_per_class}")
+    names = sorted(c["name"] for c in meta["classes"])
+    split = Split(classes=names)
+    for label, name in enumerate(names):
+        files = sorted((folder / name).glob("*.png"))
+        if len(files) != per_class:
+            raise GcplError(f"{folder} holds another benchmark (class {name!r} has {len(files)} images, "
+                            f"expected {per_class}); remove it or choose another --out")
+        cut = per_class - test_per_class
+        split.train += [Sample(str(f), label, name) for f in files[:cut]]
+        split.test += [Sample(str(f), label, name) for f in files[cut:]]
+    split_file = Path(split_file) if split_file is not None else folder / "split.json"
+    split.to_json(split_file, relative_to=split_file.parent)
+    return split_file, split
+
+
+@dataclass
+class FractalsJob:
+    """`gcpl fractals`: the fine-grained IFS fractal benchmark as a class-per-folder dataset."""
+
+    out: str = setting(help="folder to write (must not exist or be empty)")
+    classes: int = setting(10, "fractal categories (families of 5 siblings)")
+    per_class: int = setting(100, "images per class")
+    seed: int = setting(0, "the categories and every image")
+    size: int = setting(32, "image side in pixels")
+    test_per_class: int | None = setting(None, "also write OUT/split.json with the last N images of each class "
+                                         "as test, the rest as train")
+
+
+def run_fractals(job: FractalsJob) -> tuple[Path, Path | None]:
+    if job.test_per_class is not None and not 1 <= job.test_per_class < job.per_class:
+        raise GcplError(f"--test-per-class must be between 1 and --per-class - 1 ({job.per_class - 1})")
+    out = generate_benchmark(job.out, n_classes=job.classes, per_class=job.per_class, seed=job.seed, size=job.size)
+    split = benchmark_split(out, job.test_per_class)[0] if job.test_per_class is not None else None
+    return out, split
 
 
 # ---------------------------------------------------------------------------------------------

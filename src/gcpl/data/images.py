@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -27,21 +26,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import GcplError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "LoadedImages",
     "SkippedImageWarning",
     "UnreadableImage",
-    "is_image_file",
     "load_batch",
     "load_rgb",
     "preprocess",
     "to_rgb",
 ]
 
-#: File-name suffixes treated as images (lower case, with the dot, compare to `Path.suffix.lower()`).
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 
@@ -57,11 +50,6 @@ class UnreadableImage(GcplError):
 
 class SkippedImageWarning(UserWarning):
     """Issued by `load_batch` for each unreadable image it skips."""
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    """True when the file name ends with one of IMAGE_EXTENSIONS (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _one_line(text: str) -> str:

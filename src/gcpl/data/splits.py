@@ -4,17 +4,15 @@ File format (`split.json`):
     {"classes": ["Acura RL 2012", ...],
      "train": [{"path": "images/00001.jpg", "label": 0, "class_name": "Acura RL 2012"}, ...],
      "test": [...], "val": [...]}            # "val" only where the dataset has one
-Relative paths are resolved against the folder holding the JSON file.
+Relative paths are resolved against the folder holding the JSON file (and kept absolute once read).
 
-Also: `read_class_folder` (one subfolder per class), `read_samples` (a folder or a split file),
-`few_shot` (per-class sampling that does not depend on the other classes) and `class_seed`
+Also: `read_samples` (a class folder, see gcpl.data.folders, or a split file), `few_shot` (per-class sampling that does not depend on the other classes) and `class_seed`
 (the stable per-class seed other modules use for their own per-class RNGs).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -22,16 +20,10 @@ from pathlib import Path
 
 from ..errors import GcplError
 from ..io import read_json, write_json
-from .images import IMAGE_EXTENSIONS
+from .folders import read_class_folder
+from .sample import Sample
 
 PARTS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str  # absolute path once loaded
-    label: int  # index into Split.classes
-    class_name: str
 
 
 @dataclass
@@ -104,75 +96,10 @@ class Split:
                         f"split file {path}: {name}[{i}] has label {label} / class {cname!r}, "
                         f"which does not match the 'classes' list"
                     )
-                full = Path(p) if Path(p).is_absolute() else path.parent / p
+                full = Path(p) if Path(p).is_absolute() else (path.parent / p).absolute()
                 samples.append(Sample(str(full), label, cname))
             parts[name] = samples
         return cls(classes=classes, **parts)
-
-
-# ----------------------------------------------------------------------------- class folders
-
-_IGNORED_DIRS = {"__MACOSX"}  # resource-fork folders left by macOS zip archives
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name in _IGNORED_DIRS
-
-
-def _images_under(folder: str) -> list[str]:
-    """Image files below `folder` (recursively, following links, skipping hidden entries), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
-        for f in filenames:
-            full = os.path.join(dirpath, f)
-            if not _hidden(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(full):
-                found.append(os.path.relpath(full, folder))
-    return [os.path.join(folder, r) for r in sorted(found)]
-
-
-def read_class_folder(root: str | Path) -> tuple[list[str], list[Sample]]:
-    """Read `root/<class name>/<image files>`; returns (classes, samples).
-
-    Classes are the subfolder names, sorted; labels follow that order. Image files (by extension,
-    see IMAGE_EXTENSIONS) are collected recursively inside each class folder and sorted by relative
-    path. Hidden files and folders (and `__MACOSX`) are ignored; so are files directly in `root`
-    (with a warning when they are images). Sample paths are absolute (symlinks not resolved).
-    The same list serves as train or test data: the folder has no split of its own.
-    """
-    root_s = os.path.abspath(os.fspath(root))
-    if not os.path.exists(root_s):
-        raise GcplError(f"data folder {root} does not exist")
-    if not os.path.isdir(root_s):
-        raise GcplError(f"data folder {root} is not a folder")
-    try:
-        entries = sorted(os.listdir(root_s))
-    except OSError as e:
-        raise GcplError(f"cannot read data folder {root} ({e.strerror or e})") from None
-    classes = [e for e in entries if not _hidden(e) and os.path.isdir(os.path.join(root_s, e))]
-    if not classes:
-        raise GcplError(f"{root} has no class subfolders; expected {root}/<class name>/<image files>")
-    loose = [
-        e for e in entries
-        if not _hidden(e)
-        and Path(e).suffix.lower() in IMAGE_EXTENSIONS
-        and os.path.isfile(os.path.join(root_s, e))
-    ]
-    if loose:
-        warnings.warn(
-            f"ignoring {len(loose)} image file(s) directly in {root} (e.g. {loose[0]}); "
-            f"images must be inside class subfolders",
-            stacklevel=2,
-        )
-    samples: list[Sample] = []
-    for label, name in enumerate(classes):
-        folder = os.path.join(root_s, name)
-        files = _images_under(folder)
-        if not files:
-            exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-            raise GcplError(f"class folder {os.path.join(os.fspath(root), name)} has no image files ({exts})")
-        samples.extend(Sample(f, label, name) for f in files)
-    return classes, samples
 
 
 def read_samples(path: str | Path, part: str) -> tuple[list[str], list[Sample]]:
@@ -188,9 +115,7 @@ def read_samples(path: str | Path, part: str) -> tuple[list[str], list[Sample]]:
         return list(split.classes), list(samples)
     if p.is_dir() or not p.exists():
         return read_class_folder(p)
-    raise GcplError(
-        f"{path} is neither a data folder (<class name>/<image files>) nor a split .json file"
-    )
+    raise GcplError(f"{path} is neither a data folder (<class name>/<image files>) nor a split .json file")
 
 
 # ----------------------------------------------------------------------------- few-shot sampling

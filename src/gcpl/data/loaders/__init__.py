@@ -1,17 +1,19 @@
-"""Dataset loaders: each dataset as its owners distribute it -> one canonical `Split`.
+"""Dataset loaders: each dataset as its owners distribute it -> one canonical `Split`, and the
+registry of the datasets gcpl knows (`DATASETS`, `get_dataset`: Table 1 prompt and initialiser
+word, layout, download address, default test fraction, loader).
 
     from gcpl.data.loaders import prepare_dataset, class_counts
     path, split = prepare_dataset("cars", "/data/stanford_cars", seed=0)
 
 `prepare_dataset` writes (or reuses) the split JSON; the per-dataset loaders (`load_cars`, ...,
-all `(root, seed=0, test_fraction=None) -> Split`) only read. The presets that tie a dataset to
-its prompt template live in `gcpl.presets`.
+all `(root, seed=0, test_fraction=None) -> Split`) only read.
 """
 
-from .common import IMAGE_EXTENSIONS, humanize, stratified_split
+from .common import stratified_split
 from .datasets import (
-    DEFAULT_TEST_FRACTION,
-    LOADERS,
+    DATASETS,
+    DatasetInfo,
+    get_dataset,
     load_cars,
     load_cornseeds,
     load_crc5k,
@@ -25,11 +27,10 @@ from .matfile import loadmat
 from .prepare import class_counts, prepare_dataset, split_file_name
 
 __all__ = [
-    "DEFAULT_TEST_FRACTION",
-    "IMAGE_EXTENSIONS",
-    "LOADERS",
+    "DATASETS",
+    "DatasetInfo",
     "class_counts",
-    "humanize",
+    "get_dataset",
     "load_cars",
     "load_cornseeds",
     "load_crc5k",

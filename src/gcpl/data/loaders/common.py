@@ -5,30 +5,17 @@ from __future__ import annotations
 import csv
 import os
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ...errors import GcplError
+from ..folders import images_under, is_hidden
 from ..splits import Sample, Split
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-)
 
 # How deep below the given root a dataset's files are looked for (archives often unpack into a
 # wrapper folder, Kaggle mirrors nest one more level).
 SEARCH_DEPTH = 3
-
-
-def skipped(name: str) -> bool:
-    """Hidden entries and the `__MACOSX` resource-fork folders that macOS zips carry."""
-    return name.startswith(".") or name == "__MACOSX"
-
-
-def is_image(name: str) -> bool:
-    return not skipped(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def require_root(root: str | Path, what: str, expected: str, hint: str) -> Path:
@@ -51,7 +38,7 @@ def walk_dirs(root: Path, max_depth: int = SEARCH_DEPTH) -> Iterable[Path]:
                 except OSError:
                     continue
                 nxt.extend(
-                    Path(e.path) for e in entries if not skipped(e.name) and e.is_dir()
+                    Path(e.path) for e in entries if not is_hidden(e.name) and e.is_dir()
                 )
         level = nxt
 
@@ -78,23 +65,6 @@ def find_dir(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | Non
     return None
 
 
-def images_under(folder: Path) -> list[Path]:
-    """All image files below `folder` (recursively, hidden entries skipped), sorted."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not skipped(d))
-        out.extend(Path(dirpath) / f for f in filenames if is_image(f))
-    return sorted(out)
-
-
-def has_images(folder: Path) -> bool:
-    for _dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not skipped(d)]
-        if any(is_image(f) for f in filenames):
-            return True
-    return False
-
-
 class ImageIndex:
     """Resolve a file name listed in metadata to an image under one folder.
 
@@ -115,43 +85,9 @@ class ImageIndex:
             return direct
         if self._by_name is None:
             self._by_name = {}
-            for p in images_under(self.folder):
+            for p in map(Path, images_under(self.folder)):
                 self._by_name.setdefault(p.name, p)
         return self._by_name.get(Path(name).name)
-
-
-# -- class names -----------------------------------------------------------------------------------
-
-_PREFIX = re.compile(r"^\d+[\s._-]+")
-
-
-def humanize(folder_name: str) -> str:
-    """`01_TUMOR` -> `TUMOR`, `sierpinski_gasket` -> `sierpinski gasket` (a bare number stays)."""
-    name = _PREFIX.sub("", folder_name) or folder_name
-    name = re.sub(r"\s+", " ", name.replace("_", " ")).strip()
-    return name or folder_name
-
-
-def unique_names(names: Sequence[str], folders: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for n, f in zip(names, folders):
-        if n in seen:
-            raise GcplError(
-                f"class folders {seen[n]} and {f} both give the class name {n!r}; rename one of them"
-            )
-        seen[n] = f
-
-
-def class_folders(folder: Path) -> list[Path]:
-    """Sub-folders of `folder` that hold at least one image, sorted by name."""
-    try:
-        subs = sorted(
-            (Path(e.path) for e in os.scandir(folder) if e.is_dir() and not skipped(e.name)),
-            key=lambda p: p.name,
-        )
-    except OSError:
-        return []
-    return [s for s in subs if has_images(s)]
 
 
 # -- CSV -------------------------------------------------------------------------------------------

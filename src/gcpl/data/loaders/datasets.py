@@ -10,117 +10,49 @@ Sample paths are absolute.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import GcplError
+from ..folders import check_unique, class_folders, class_name, images_under, is_hidden
 from ..splits import Sample, Split
 from . import names as N
 from .common import (
     ImageIndex,
     check_fraction,
-    class_folders,
     find_dir,
     find_file,
-    humanize,
-    images_under,
     read_csv_dicts,
     read_csv_rows,
     require_root,
-    skipped,
     stratified_split,
-    unique_names,
     walk_dirs,
 )
 from .matfile import loadmat
 
-# Test fractions of the authors' code (0.3 for ISIC2018 / LC25000 / FractalDB-60, 0.5 for CRC5k);
-# 0.3 is our choice for corn seeds and plain folders. None: the dataset has an official split.
-DEFAULT_TEST_FRACTION: dict[str, float | None] = {
-    "cars": None,
-    "flowers102": None,
-    "cornseeds": 0.3,
-    "crc5k": 0.5,
-    "isic2018": 0.3,
-    "lc25000": 0.3,
-    "fractals": 0.3,
-    "folder": 0.3,
-}
-
-HINTS = {
-    "cars": "download from https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline since "
-    "2023; a mirror in torchvision's layout: https://www.kaggle.com/datasets/rickyyyyyyy/"
-    "torchvision-stanford-cars)",
-    "flowers102": "download 102flowers.tgz, imagelabels.mat and setid.mat from "
-    "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
-    "cornseeds": "download the corn kernel images (train.csv + train/) from "
-    "https://www.kaggle.com/competitions/kaggle-pog-series-s01e03/data",
-    "crc5k": "download Kather_texture_2016_image_tiles_5000.zip from "
-    "https://zenodo.org/records/53169",
-    "isic2018": "download ISIC2018_Task3_Training_Input.zip and "
-    "ISIC2018_Task3_Training_GroundTruth.zip from https://challenge.isic-archive.com/data/#2018",
-    "lc25000": "download LC25000 from https://github.com/tampapath/lung_colon_image_set "
-    "(or https://www.kaggle.com/datasets/andrewmvd/lung-and-colon-cancer-histopathological-images)",
-    "fractals": "generate FractalDB-60 (see https://hirokatsukataoka16.github.io/"
-    "Pretraining-without-Natural-Images/) or use any folder with one sub-folder per fractal class",
-    "folder": "put the images in one sub-folder per class",
-}
-
-EXPECTED = {
-    "cars": "devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, "
-    "cars_train/ and cars_test/ (also accepted: the same under stanford_cars/, cars_annos.mat "
-    "with car_ims/, or names.csv, anno_train.csv and anno_test.csv with cars_train/ and "
-    "cars_test/ or train/ and test/)",
-    "flowers102": "jpg/image_00001.jpg ..., imagelabels.mat and setid.mat (or the same under "
-    "flowers-102/)",
-    "cornseeds": "train.csv (columns image,label) with the images it lists, or one folder per "
-    "class named pure, broken, discolored, silkcut",
-    "crc5k": "one folder per class 01_TUMOR, 02_STROMA, 03_COMPLEX, 04_LYMPHO, 05_DEBRIS, "
-    "06_MUCOSA, 07_ADIPOSE, 08_EMPTY (as in Kather_texture_2016_image_tiles_5000/)",
-    "isic2018": "ISIC2018_Task3_Training_Input/*.jpg and ISIC2018_Task3_Training_GroundTruth/"
-    "ISIC2018_Task3_Training_GroundTruth.csv",
-    "lc25000": "lung_colon_image_set/colon_image_sets/{colon_aca,colon_n} and "
-    "lung_colon_image_set/lung_image_sets/{lung_aca,lung_n,lung_scc}",
-    "fractals": "one sub-folder of images per fractal class (at least two), or train/ and test/ "
-    "folders that each hold the class sub-folders",
-    "folder": "one sub-folder of images per class (at least two), or train/ and test/ (and "
-    "optionally val/) folders that each hold the class sub-folders",
-}
-
-TITLES = {
-    "cars": "StanfordCars",
-    "flowers102": "Flowers102",
-    "cornseeds": "Corn seeds",
-    "crc5k": "CRC5k (Kather 2016)",
-    "isic2018": "ISIC 2018 task 3",
-    "lc25000": "LC25000",
-    "fractals": "FractalDB-60",
-    "folder": "An image folder",
-}
-
-
 def _not_found(key: str, root: Path, detail: str = "") -> GcplError:
+    d = DATASETS[key]
     detail = f" ({detail})" if detail else ""
-    return GcplError(
-        f"{TITLES[key]} not found under {root}{detail}: expected {EXPECTED[key]}; {HINTS[key]}"
-    )
+    return GcplError(f"{d.title} not found under {root}{detail}: expected {d.layout}; {d.download}")
 
 
 def _root(key: str, root: str | Path) -> Path:
-    return require_root(root, TITLES[key], EXPECTED[key], HINTS[key])
+    d = DATASETS[key]
+    return require_root(root, d.title, d.layout, d.download)
 
 
 def _official_only(key: str, test_fraction: float | None, what: str = "") -> None:
     if test_fraction is not None:
         raise GcplError(
-            f"{what or TITLES[key]} has an official train/test split; a test fraction "
+            f"{what or DATASETS[key].title} has an official train/test split; a test fraction "
             f"({test_fraction}) does not apply"
         )
 
 
 def _fraction(key: str, test_fraction: float | None) -> float:
-    f = DEFAULT_TEST_FRACTION[key] if test_fraction is None else test_fraction
-    return check_fraction(f, TITLES[key])
+    f = DATASETS[key].test_fraction if test_fraction is None else test_fraction
+    return check_fraction(f, DATASETS[key].title)
 
 
 def _int(value, where: str) -> int:
@@ -169,7 +101,7 @@ def _check_classes_nonempty(key: str, classes: Sequence[str], samples: Sequence[
         counts[s.label] += 1
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty:
-        raise GcplError(f"{TITLES[key]} under {where}: no images for class(es) {', '.join(empty)}")
+        raise GcplError(f"{DATASETS[key].title} under {where}: no images for class(es) {', '.join(empty)}")
 
 
 # -- StanfordCars ----------------------------------------------------------------------------------
@@ -374,7 +306,7 @@ def _find_class_parent(root: Path, wanted: Sequence[str], norm, max_depth: int =
     for d in walk_dirs(root, max_depth):
         try:
             subs = sorted(
-                (Path(e.path) for e in os.scandir(d) if e.is_dir() and not skipped(e.name)),
+                (Path(e.path) for e in os.scandir(d) if e.is_dir() and not is_hidden(e.name)),
                 key=lambda p: p.name,
             )
         except OSError:
@@ -400,7 +332,7 @@ def _missing_detail(wanted: Sequence[str], best: dict[str, Path]) -> str:
 
 
 def _crc_code(name: str) -> str:
-    return humanize(name).upper()
+    return class_name(name).upper()
 
 
 def load_crc5k(root: str | Path, seed: int = 0, test_fraction: float | None = None) -> Split:
@@ -456,7 +388,7 @@ def load_cornseeds(root: str | Path, seed: int = 0, test_fraction: float | None 
         if not samples:
             raise GcplError(f"{csv_path} lists no images")
         return stratified_split(classes, samples, frac, seed, groups=groups, root=csv_path.parent)
-    parent, found = _find_class_parent(root, classes, lambda n: humanize(n).lower(), max_depth=2)
+    parent, found = _find_class_parent(root, classes, lambda n: class_name(n).lower(), max_depth=2)
     if parent is None:
         raise _not_found("cornseeds", root, _missing_detail(classes, found))
     samples = _samples_from_folders([found[c] for c in classes], classes)
@@ -541,7 +473,7 @@ def _folder_layout(root: Path):
     for _ in range(4):
         try:
             subs = sorted(
-                (Path(e.path) for e in os.scandir(d) if e.is_dir() and not skipped(e.name)),
+                (Path(e.path) for e in os.scandir(d) if e.is_dir() and not is_hidden(e.name)),
                 key=lambda p: p.name,
             )
         except OSError:
@@ -571,8 +503,8 @@ def _load_folder(key: str, root: str | Path, seed: int, test_fraction: float | N
     if kind == "parts":
         _official_only(key, test_fraction, f"{where['train'].parent} (train/ and test/ folders)")
         folder_names = sorted({f.name for part in where.values() for f in class_folders(part)})
-        classes = [humanize(n) for n in folder_names]
-        unique_names(classes, folder_names)
+        classes = [class_name(n) for n in folder_names]
+        check_unique(classes, folder_names)
         label = {n: i for i, n in enumerate(folder_names)}
         out = {}
         for part, folder in where.items():
@@ -585,8 +517,8 @@ def _load_folder(key: str, root: str | Path, seed: int, test_fraction: float | N
         return Split(classes=classes, **out)
     frac = _fraction(key, test_fraction)
     folders = class_folders(where)
-    classes = [humanize(f.name) for f in folders]
-    unique_names(classes, folders)
+    classes = [class_name(f.name) for f in folders]
+    check_unique(classes, folders)
     samples = _samples_from_folders(folders, classes)
     return stratified_split(classes, samples, frac, seed, root=where)
 
@@ -599,13 +531,104 @@ def load_fractals(root: str | Path, seed: int = 0, test_fraction: float | None =
     return _load_folder("fractals", root, seed, test_fraction)
 
 
-LOADERS = {
-    "cars": load_cars,
-    "flowers102": load_flowers102,
-    "cornseeds": load_cornseeds,
-    "crc5k": load_crc5k,
-    "isic2018": load_isic2018,
-    "lc25000": load_lc25000,
-    "fractals": load_fractals,
-    "folder": load_folder,
-}
+# --- the registry: every dataset's facts in one place -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset gcpl knows: the paper's Table 1 prompt and initialiser word (the `folder` entry's
+    generic ones are gcpl's choice), where to get it and how it must be laid out, and its loader
+    `(root, seed=0, test_fraction=None) -> Split`."""
+
+    name: str
+    title: str
+    aliases: tuple[str, ...]
+    template: str  # one {} for the class
+    init_word: str  # single-token word initialising the learned class tokens
+    test_fraction: float | None  # default held-out fraction; None: the dataset has an official split
+    layout: str  # what the folder must hold
+    download: str  # where to get it
+    description: str
+    loader: Callable[..., Split]
+
+    def prompt(self, class_name: str) -> str:
+        return self.template.format(class_name)
+
+
+# Test fractions follow the authors' code (0.3 for ISIC2018 / LC25000 / FractalDB-60, 0.5 for CRC5k);
+# 0.3 is gcpl's choice for corn seeds and plain folders (the paper does not state them).
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo(
+        name='cars', title='StanfordCars', aliases=('stanford_cars', 'stanfordcars'),
+        template='A photo of {}, a type of car.', init_word='car', test_fraction=None,
+        layout='devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ and cars_test/ (also accepted: the same under stanford_cars/, cars_annos.mat with car_ims/, or names.csv, anno_train.csv and anno_test.csv with cars_train/ and cars_test/ or train/ and test/)',
+        download="download from https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline since 2023; a mirror in torchvision's layout: https://www.kaggle.com/datasets/rickyyyyyyy/torchvision-stanford-cars)",
+        description='StanfordCars: 196 car models (make, model, year), official train/test split.',
+        loader=load_cars,
+    ),
+    DatasetInfo(
+        name='flowers102', title='Flowers102', aliases=('flowers', 'oxford_flowers102'),
+        template='A photo of {}, a type of flower.', init_word='flower', test_fraction=None,
+        layout='jpg/image_00001.jpg ..., imagelabels.mat and setid.mat (or the same under flowers-102/)',
+        download='download 102flowers.tgz, imagelabels.mat and setid.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/',
+        description='Oxford Flowers102: 102 flower species, official train/val/test split.',
+        loader=load_flowers102,
+    ),
+    DatasetInfo(
+        name='cornseeds', title='Corn seeds', aliases=('seeds', 'corn'),
+        template='A photo of {} corn seed.', init_word='seed', test_fraction=0.3,
+        layout='train.csv (columns image,label) with the images it lists, or one folder per class named pure, broken, discolored, silkcut',
+        download='download the corn kernel images (train.csv + train/) from https://www.kaggle.com/competitions/kaggle-pog-series-s01e03/data',
+        description='Corn seeds: 4 kernel conditions (pure, broken, discolored, silkcut), seeded stratified split (test 0.3).',
+        loader=load_cornseeds,
+    ),
+    DatasetInfo(
+        name='crc5k', title='CRC5k (Kather 2016)', aliases=('crc', 'kather', 'colorectal'),
+        template='{} tissue.', init_word='tissue', test_fraction=0.5,
+        layout='one folder per class 01_TUMOR, 02_STROMA, 03_COMPLEX, 04_LYMPHO, 05_DEBRIS, 06_MUCOSA, 07_ADIPOSE, 08_EMPTY (as in Kather_texture_2016_image_tiles_5000/)',
+        download='download Kather_texture_2016_image_tiles_5000.zip from https://zenodo.org/records/53169',
+        description='Kather 2016 colorectal cancer texture tiles: 8 tissue types, seeded stratified split (test 0.5).',
+        loader=load_crc5k,
+    ),
+    DatasetInfo(
+        name='isic2018', title='ISIC 2018 task 3', aliases=('isic', 'skin'),
+        template='{} skin lesion.', init_word='skin', test_fraction=0.3,
+        layout='ISIC2018_Task3_Training_Input/*.jpg and ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv',
+        download='download ISIC2018_Task3_Training_Input.zip and ISIC2018_Task3_Training_GroundTruth.zip from https://challenge.isic-archive.com/data/#2018',
+        description='ISIC 2018 task 3 dermoscopy: 7 lesion diagnoses, seeded stratified split of the training set (test 0.3).',
+        loader=load_isic2018,
+    ),
+    DatasetInfo(
+        name='lc25000', title='LC25000', aliases=('lc25k', 'lungcolon'),
+        template='{} tissue.', init_word='tissue', test_fraction=0.3,
+        layout='lung_colon_image_set/colon_image_sets/{colon_aca,colon_n} and lung_colon_image_set/lung_image_sets/{lung_aca,lung_n,lung_scc}',
+        download='download LC25000 from https://github.com/tampapath/lung_colon_image_set (or https://www.kaggle.com/datasets/andrewmvd/lung-and-colon-cancer-histopathological-images)',
+        description='LC25000 lung and colon histopathology: 5 classes, seeded stratified split (test 0.3).',
+        loader=load_lc25000,
+    ),
+    DatasetInfo(
+        name='fractals', title='FractalDB-60', aliases=('fractal', 'fractaldb60', 'fractaldb-60'),
+        template='{} fractal.', init_word='fractal', test_fraction=0.3,
+        layout='one sub-folder of images per fractal class (at least two), or train/ and test/ folders that each hold the class sub-folders',
+        download='generate FractalDB-60 (see https://hirokatsukataoka16.github.io/Pretraining-without-Natural-Images/) or use any folder with one sub-folder per fractal class',
+        description='FractalDB-60: 60 fractal categories, one folder each, seeded stratified split (test 0.3).',
+        loader=load_fractals,
+    ),
+    DatasetInfo(
+        name='folder', title='An image folder', aliases=(),
+        template='A photo of {}.', init_word='object', test_fraction=0.3,
+        layout='one sub-folder of images per class (at least two), or train/ and test/ (and optionally val/) folders that each hold the class sub-folders',
+        download='put the images in one sub-folder per class',
+        description='Any image folder with one sub-folder per class (class names: the folder names, a numeric prefix like 01_ dropped, underscores as spaces), seeded stratified split (test 0.3) unless it has train/ and test/ folders.',
+        loader=load_folder,
+    ),
+)}
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    """A dataset by name or alias (case-insensitive); a one-line error lists the known ones."""
+    key = str(name).strip().lower()
+    for d in DATASETS.values():
+        if key == d.name or key in d.aliases:
+            return d
+    raise GcplError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import GcplError
 from ...io import read_json, write_json
 from ..splits import PARTS, Split
 from .common import check_fraction
-from .datasets import TITLES
+from ...settings import setting
+from .datasets import get_dataset
 
 
 def split_file_name(name: str, seed: int, test_fraction: float | None = None) -> str:
@@ -79,9 +81,7 @@ def prepare_dataset(
     recorded settings (written by hand or by `Split.to_json`) is reused as is.
     The returned split has absolute paths and is what `Split.from_json(path)` gives.
     """
-    from ...presets import get_preset
-
-    preset = get_preset(name)
+    preset = get_dataset(name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         try:
             seed = int(str(seed))
@@ -91,7 +91,7 @@ def prepare_dataset(
         test_fraction = check_fraction(test_fraction, preset.name)
         if preset.test_fraction is None:
             raise GcplError(
-                f"{TITLES.get(preset.name, preset.name)} has an official train/test split; "
+                f"{preset.title} has an official train/test split; "
                 f"a test fraction ({test_fraction}) does not apply"
             )
     effective = preset.test_fraction if test_fraction is None else test_fraction
@@ -129,6 +129,17 @@ def prepare_dataset(
     except OSError as e:
         raise GcplError(f"cannot write the split file {path}: {e.strerror or e}") from None
     return path, Split.from_json(path)
+
+
+@dataclass
+class PrepareJob:
+    """`gcpl prepare`: read a dataset as distributed and write its canonical split JSON."""
+
+    dataset: str = setting(help="cars, flowers102, cornseeds, crc5k, isic2018, lc25000, fractals or folder", flag="")
+    root: str = setting(help="the dataset's folder as downloaded")
+    out: str | None = setting(None, "split JSON to write (default: ROOT/gcpl_split_<dataset>_seed<seed>.json)")
+    seed: int = setting(0, "seed of the stratified split (datasets without an official one)")
+    test_fraction: float | None = setting(None, "held-out fraction (default: the dataset's)")
 
 
 def class_counts(split: Split) -> dict[str, dict[str, int]]:

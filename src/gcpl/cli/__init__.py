@@ -1,0 +1,99 @@
+"""gcpl: learn one text token per class with a frozen Stable Diffusion (GCPL, CoMPLe) and classify
+images by which class prompt denoises them best; `gcpl demo` shows it offline on a bundled model.
+
+Every command's options are derived from its settings dataclass (gcpl.settings); `main(argv)`
+takes a list, so tests call it in-process. Errors a user can fix are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import __version__
+from ..errors import GcplError, Interrupted
+from . import commands
+from .options import add_options, build
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    settings: type  # the settings dataclass its options come from
+    run: Callable  # (settings object, names of the options given) -> None
+    example: str = ""
+
+
+COMMANDS = [
+    Command("train", "learn one token per class (GCPL or CoMPLe) from a few images per class", commands.TrainJob,
+            commands.train, "gcpl train data/cars --out runs/cars --model tiny --template 'A photo of {}, a type of "
+            "car.' --init-word car"),
+    Command("eval", "classify labelled test images with the diffusion classifier (learned tokens or zero-shot)",
+            commands.EvalJob, commands.evaluate, "gcpl eval data/cars-test --run-dir runs/cars --out runs/cars/eval"),
+    Command("demo", "offline demo on the bundled model: zero-shot vs GCPL vs CoMPLe vs simple baselines",
+            commands.DemoConfig, commands.demo, "gcpl demo --out runs/demo"),
+    Command("experiment", "the paper's protocol: methods x shots x seeds on one dataset, then its tables",
+            commands.ExperimentConfig, commands.experiment,
+            "gcpl experiment --dataset cars --root /data/stanford_cars --out runs/paper/cars"),
+    Command("report", "rebuild summary.md/.csv and plots of an experiment folder", commands.ReportJob,
+            commands.report, "gcpl report runs/paper/cars"),
+    Command("prepare", "read a dataset as distributed and write its canonical split JSON", commands.PrepareJob,
+            commands.prepare, "gcpl prepare cars --root /data/stanford_cars"),
+    Command("fractals", "write the fine-grained IFS fractal benchmark as a class-per-folder dataset",
+            commands.FractalsJob, commands.fractals, "gcpl fractals --out data/fractals --test-per-class 20"),
+]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gcpl", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"gcpl {__version__}")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log what is happening (INFO level)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening (INFO level)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for c in COMMANDS:
+        p = sub.add_parser(c.name, help=c.help, description=c.help + (f"\n\nexample:\n  {c.example}" if c.example
+                                                                     else ""),
+                           formatter_class=_Formatter, parents=[verbose])
+        add_options(p, c.settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error argparse has printed
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    command = next(c for c in COMMANDS if c.name == args.command)
+    ns = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "verbose")})
+    try:
+        with commands.clean_warnings() as warned:
+            obj, given = build(command.settings, ns)
+            command.run(obj, given)
+        if warned.n:
+            print(f"gcpl {command.name}: {warned.n} warning(s), see above", file=sys.stderr)
+    except GcplError as e:
+        print(f"gcpl {command.name}: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"\ngcpl {command.name}: interrupted; {e}; {commands.how_to_continue(command.name)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"\ngcpl {command.name}: interrupted; {commands.how_to_continue(command.name)}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

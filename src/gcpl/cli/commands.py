@@ -1,0 +1,116 @@
+"""What each command does with its settings: call the library, print where the results went."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+
+from ..api import EvalJob, TrainJob, resume_settings
+from ..data.fractals import FractalsJob
+from ..data.loaders.prepare import PrepareJob
+from ..demo import DemoConfig
+from ..experiment import ExperimentConfig
+from ..summary import ReportJob
+
+__all__ = ["DemoConfig", "EvalJob", "ExperimentConfig", "FractalsJob", "PrepareJob", "ReportJob", "TrainJob"]
+
+
+class WarningCount:
+    n = 0
+
+
+@contextlib.contextmanager
+def clean_warnings():
+    """Warnings as one line each ("warning: ..."), without Python's file/line and source echo;
+    yields a counter of how many were shown."""
+    count = WarningCount()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        count.n += 1
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.showwarning = show
+        yield count
+
+
+def how_to_continue(command: str) -> str:
+    return {
+        "train": "rerun with --resume and the same --out to continue",
+        "eval": "rerun the same command to continue (finished images are kept)",
+        "demo": "rerun the same command to continue (finished work is kept)",
+        "experiment": "rerun the same command to continue (finished runs are kept)",
+    }.get(command, "rerun the same command")
+
+
+def train(job: TrainJob, given: set[str]) -> None:
+    from ..api import train as run
+
+    if job.resume:
+        job = resume_settings(job, given)
+    out = run(job)
+    print(f"trained {job.train.method} tokens -> {out}/tokens.json, embeddings in {out}/embeddings/")
+
+
+def evaluate(job: EvalJob, given: set[str]) -> None:
+    from ..api import evaluate as run
+
+    m = run(job)
+    if not m.get("n_images"):
+        print(f"no image was scored -> {job.out}/results.md")
+        return
+    top5 = f"  top-5 {100 * m['top5']:.2f}%" if len(m["classes"]) > 5 else ""
+    print(f"top-1 {100 * m['top1']:.2f}%{top5}  mean per-class {100 * m['mean_per_class_accuracy']:.2f}%  "
+          f"macro-F1 {100 * m['macro_f1']:.2f}%  ({m['n_images']} images, {m['unet_calls_per_image']:.0f} UNet "
+          f"calls each) -> {job.out}/results.md")
+
+
+def demo(cfg: DemoConfig, given: set[str]) -> None:
+    from ..demo import run_demo
+
+    run_demo(cfg)
+
+
+def experiment(cfg: ExperimentConfig, given: set[str]) -> None:
+    from ..experiment import run_experiment
+
+    out = run_experiment(cfg, progress=not cfg.quiet)
+    print(f"summary -> {out}/summary.md, {out}/summary.csv, {out}/accuracy_vs_shots.png")
+
+
+def report(job: ReportJob, given: set[str]) -> None:
+    from pathlib import Path
+
+    from ..summary import summarize_experiment
+
+    s = summarize_experiment(job.run_dir)
+    print(f"{len(s['runs'])} finished runs -> {Path(job.run_dir)}/summary.md, summary.csv, accuracy_vs_shots.png")
+
+
+def prepare(job: PrepareJob, given: set[str]) -> None:
+    from ..data.loaders import class_counts, get_dataset, prepare_dataset
+
+    info = get_dataset(job.dataset)
+    path, split = prepare_dataset(info.name, job.root, out=job.out, seed=job.seed, test_fraction=job.test_fraction)
+    counts = class_counts(split)
+    parts = [p for p in ("train", "val", "test") if any(p in c for c in counts.values())]
+    width = max(len(c) for c in counts)
+    print(f"{'class':<{width}}  " + "  ".join(f"{p:>6}" for p in parts))
+    for name, c in counts.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{c.get(p, 0):>6}" for p in parts))
+    totals = "  ".join(f"{sum(c.get(p, 0) for c in counts.values()):>6}" for p in parts)
+    print(f"{'total':<{width}}  {totals}")
+    print(f"{len(split.classes)} classes; split written to {path}")
+    print(f'template "{info.template}", init word "{info.init_word}"')
+
+
+def fractals(job: FractalsJob, given: set[str]) -> None:
+    from ..data.fractals import run_fractals
+
+    out, split = run_fractals(job)
+    print(f"wrote {job.classes} classes x {job.per_class} images to {out}"
+          + (f"; split ({job.test_per_class} test images per class) -> {split}" if split else ""))

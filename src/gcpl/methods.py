@@ -1,0 +1,116 @@
+"""Every method gcpl can run on a split, in one registry, and one `run_method` (train if needed,
+then evaluate) that the demo and the experiment runner share.
+
+A run of a method lives in one folder: `train/` (when the method learns anything) and `eval/`
+(predictions.jsonl, results.json, results.md: the same files for every method). Rerunning a
+finished run recomputes nothing; an interrupted one resumes. To add a method, add a `Method`
+to METHODS with its runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .classify import ClassifyConfig
+from .errors import GcplError
+from .train import TrainConfig
+
+
+@dataclass
+class MethodRun:
+    """One method on one split, shots and seed: everything a runner needs."""
+
+    method: str
+    folder: Path  # holds train/ and eval/
+    data: str  # split JSON with train and test lists
+    shots: int  # 0 for methods that use no training images
+    seed: int  # few-shot draw and training randomness
+    template: str
+    init_word: str
+    model: str | None = None  # the diffusion model (hub id, folder, "tiny")
+    device: str | None = None
+    dtype: str | None = None
+    resolution: int | None = None
+    allow_fewer: bool = False
+    strict: bool = False
+    limit: int | None = None  # a seeded subset of test images (seeded by classify.seed)
+    calibrate: int = 0
+    images_per_batch: int = 8
+    train: TrainConfig = field(default_factory=TrainConfig)  # diffusion tokens; method and seed are set here
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # its seed is the evaluation seed
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # as given to --methods
+    short: str  # in wide tables (experiment summaries)
+    label: str  # in the demo's table
+    uses_shots: bool  # False: runs once per seed, whatever the shots (zero-shot)
+    runner: Callable[[MethodRun, bool, object], dict]  # (run, progress, backbone or None) -> metrics
+    family: str = "diffusion"  # "diffusion" (needs the SD backbone) or "clip"
+
+
+def _zero_shot(run: MethodRun, progress: bool, backbone) -> dict:
+    from .api import EvalJob, evaluate
+
+    job = EvalJob(data=run.data, out=str(run.folder / "eval"), zero_shot=True, template=run.template,
+                  model=run.model, device=run.device, dtype=run.dtype, resolution=run.resolution, part="test",
+                  limit=run.limit, images_per_batch=run.images_per_batch, strict=run.strict, classify=run.classify)
+    return evaluate(job, progress=progress, backbone=backbone)
+
+
+def _tokens(run: MethodRun, progress: bool, backbone) -> dict:
+    """GCPL or CoMPLe: train the class tokens (resume=True: a finished run is only checked), then
+    classify with them."""
+    from .api import EvalJob, TrainJob, evaluate, train
+
+    tc = dataclasses.replace(run.train, method=run.method, seed=run.seed, template=run.template,
+                             init_word=run.init_word)
+    folder = run.folder / "train"
+    train(TrainJob(data=run.data, out=str(folder), shots=run.shots, model=run.model, device=run.device,
+                   dtype=run.dtype, resolution=run.resolution, allow_fewer=run.allow_fewer, strict=run.strict,
+                   resume=True, train=tc), progress=progress, backbone=backbone)
+    job = EvalJob(data=run.data, out=str(run.folder / "eval"), run=str(folder), model=run.model, device=run.device,
+                  dtype=run.dtype, resolution=run.resolution, part="test", limit=run.limit,
+                  images_per_batch=run.images_per_batch, strict=run.strict, calibrate=run.calibrate,
+                  classify=run.classify)
+    return evaluate(job, progress=progress, backbone=backbone)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("zeroshot", "Zero-shot", "zero-shot diffusion classifier (class names)", False, _zero_shot),
+    Method("gcpl", "GCPL", "GCPL (learned class tokens)", True, _tokens),
+    Method("comple", "CoMPLe", "CoMPLe (joint contrastive tokens)", True, _tokens),
+)}
+ALIASES = {"zero-shot": "zeroshot", "zs": "zeroshot"}
+
+
+def method_names(text: str | tuple | list) -> tuple[str, ...]:
+    """'gcpl, Zero-shot' -> ('gcpl', 'zeroshot'), checked against the registry (one-line errors)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(ALIASES.get(x.strip().lower(), x.strip().lower()) for x in items if str(x).strip())
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise GcplError(f"unknown method {', '.join(unknown) or '(none given)'}; use some of {', '.join(METHODS)}")
+    if len(set(names)) != len(names):
+        raise GcplError(f"methods {','.join(names)} name a method twice")
+    return names
+
+
+def order(name: str) -> int:
+    """Position of a method in tables and run lists (registry order; unknown names last)."""
+    names = list(METHODS)
+    return names.index(name) if name in names else len(names)
+
+
+def uses_shots(name: str) -> bool:
+    """False for methods that see no training image (zero-shot): one run per seed, shots 0."""
+    return METHODS[name].uses_shots if name in METHODS else True
+
+
+def run_method(run: MethodRun, progress: bool = True, backbone=None) -> dict:
+    """Train (if the method learns) and evaluate one method into run.folder; returns the metrics."""
+    return METHODS[run.method].runner(run, progress, backbone)

@@ -1,0 +1,69 @@
+"""An evaluation folder's results, rebuilt from its predictions.jsonl (one line per image, written
+as it goes by every classifier of gcpl: the diffusion classifier and the CLIP methods):
+results.json (machines), results.md (people), confusion.png (with matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .io import atomic_write_text, read_jsonl, write_json
+from .metrics import compute_metrics
+
+
+def merge_predictions(out: Path) -> None:
+    """predictions.jsonl := its records plus every shard file's, by image index; shard files removed
+    (the processes of a multi-process evaluation each write their own file)."""
+    files = [out / "predictions.jsonl", *sorted(out.glob("predictions-rank*.jsonl"))]
+    records = {}
+    for f in files:
+        for r in read_jsonl(f):
+            records.setdefault(r["index"], r)
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(records[i]) + "\n" for i in sorted(records)))
+    for f in files[1:]:
+        f.unlink()
+
+
+def summarize(out: str | Path, classes: list[str]) -> dict:
+    """results.json / results.md / confusion.png of an evaluation folder; returns the metrics."""
+    out = Path(out)
+    records = read_jsonl(out / "predictions.jsonl")
+    scored = [r for r in records if "pred" in r]
+    skipped = [r for r in records if "skipped" in r]
+    m = compute_metrics([r["label"] for r in scored], [r["pred"] for r in scored],
+                        [r["ranking"] for r in scored], len(classes))
+    m["classes"] = classes
+    m["skipped_images"] = len(skipped)
+    m["unet_calls_per_image"] = (sum(r.get("unet_calls", 0) for r in scored) / len(scored)) if scored else 0
+    write_json(out / "results.json", m)
+    atomic_write_text(out / "results.md", results_markdown(m))
+    if "confusion_matrix" in m:
+        try:
+            from .report import confusion_png
+
+            confusion_png(m["confusion_matrix"], classes, out / "confusion.png")
+        except ImportError:
+            pass
+    return m
+
+
+def results_markdown(m: dict) -> str:
+    if not m.get("n_images"):
+        return (f"# Results\n\nNo image was scored (skipped unreadable: {m.get('skipped_images', 0)}).\n")
+    n_classes = len(m["classes"])
+    lines = ["# Results", "", f"- images: {m['n_images']} (skipped unreadable: {m['skipped_images']})",
+             f"- top-1: {100 * m['top1']:.2f}%"]
+    if n_classes > 5:  # with 5 classes or fewer every image is in its top 5
+        lines.append(f"- top-5: {100 * m['top5']:.2f}%")
+    lines += [f"- mean per-class accuracy: {100 * m['mean_per_class_accuracy']:.2f}%",
+              f"- macro-F1: {100 * m['macro_f1']:.2f}%"]
+    if m.get("unet_calls_per_image"):
+        lines.append(f"- UNet calls per image: {m['unet_calls_per_image']:.1f}")
+    support = [sum(row) for row in m["confusion_matrix"]]
+    lines += ["", "| class | test images | accuracy |", "|---|---|---|"]
+    lines += [f"| {c} | {n} | {100 * a:.1f}% |"
+              for c, n, a in zip(m["classes"], support, m["per_class_accuracy"]) if n > 0]
+    absent = n_classes - sum(1 for n in support if n > 0)
+    if absent:
+        lines += ["", f"{absent} learned class(es) have no test image and are not listed."]
+    return "\n".join(lines) + "\n"
