@@ -17,6 +17,7 @@ from gcpl.io import read_jsonl, write_json
 from gcpl.summary import summarize_experiment
 
 from conftest import make_class_folder
+from test_clip_fixtures import tiny_clip_dir  # noqa: F401  (a fixture)
 
 SHOTS, SEEDS = (1, 2), (1, 2)
 ALL_RUNS = {f"zeroshot/shots0/seed{s}" for s in SEEDS} | {
@@ -322,3 +323,35 @@ def test_bundled_model_fractal_grid_resumes_to_the_same_summary(tmp_path):
     (lost / "predictions.jsonl").write_text(lines[0] + "\n")
     assert main(args) == 0
     assert {f: (out / f).read_bytes() for f in files} == files
+
+
+# --- CLIP methods in the same grid ------------------------------------------------------------------
+
+
+def test_grid_with_two_clip_methods_resumes_and_shards_to_the_same_summary(tmp_path, tiny_clip_dir):
+    """Issue 12: CLIP competitors run in the experiment grid like GCPL (same split, shots, seeds,
+    results files); a run lost midway is redone to the same summary, and two shards give one run's."""
+    root = make_class_folder(tmp_path / "data", per_class=5, size=16)
+    main = _cli_main()
+
+    def args(out, *extra):
+        return ["experiment", "--dataset", "folder", "--root", str(root), "--test-fraction", "0.4", "--out", str(out),
+                "--methods", "linear-probe,tip-adapter", "--shots", "1,2", "--seeds", "1,2", "--clip-model",
+                str(tiny_clip_dir), "--device", "cpu", "--limit", "4", "-q", *extra]
+
+    out = tmp_path / "one"
+    assert main(args(out)) == 0
+    runs = {f"{m}/shots{k}/seed{s}" for m in ("linear-probe", "tip-adapter") for k in (1, 2) for s in (1, 2)}
+    assert _run_names(out) == runs
+    summary = (out / "summary.csv").read_text()
+    assert "linear-probe,1," in summary and "tip-adapter,2," in summary
+    lost = out / "tip-adapter" / "shots2" / "seed1" / "eval"
+    (lost / "results.json").unlink()
+    lines = (lost / "predictions.jsonl").read_text().splitlines()
+    (lost / "predictions.jsonl").write_text(lines[0] + "\n" + lines[1][:10])
+    assert main(args(out)) == 0
+    assert (out / "summary.csv").read_text() == summary
+    sharded = tmp_path / "sharded"
+    assert main(args(sharded, "--shard", "0/2")) == 0 and main(args(sharded, "--shard", "1/2")) == 0
+    assert _run_names(sharded) == runs
+    assert (sharded / "summary.csv").read_text() == summary

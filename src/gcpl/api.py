@@ -27,7 +27,7 @@ from .backbone import (compile_setting, device_setting, dtype_setting, load_back
                        recommended_training, resolution_setting, resolve_model_path)
 from .classify import ClassifyConfig, DiffusionClassifier
 from .data.images import load_batch
-from .data.splits import Sample, Split, few_shot, read_samples
+from .data.splits import Sample, Split, few_shot, read_samples, seeded_subset
 from .distributed import default_device_name, world
 from .errors import GcplError
 from .io import append_jsonl, read_json, read_jsonl, write_json
@@ -199,15 +199,6 @@ def _class_embeddings(job: EvalJob, bb, data_classes: list[str]) -> tuple[list[s
     with torch.no_grad():
         embeds = encode_prompts(bb.tokenizer, bb.text_encoder, [template.format(c) for c in data_classes])
     return list(data_classes), embeds, template, {"zero_shot": True}
-
-
-def seeded_subset(samples: list, limit: int | None, seed: int) -> list:
-    """The `--limit` images: the first `limit` of a permutation seeded by `seed` (every method of
-    an experiment scores the same subset for the same seed)."""
-    if limit is None:
-        return samples
-    g = torch.Generator().manual_seed(seed)
-    return [samples[i] for i in torch.randperm(len(samples), generator=g)[:limit].tolist()]
 
 
 def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:

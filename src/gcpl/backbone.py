@@ -143,7 +143,7 @@ class Backbone:
 def resolve_model_path(model: str | None) -> str:
     """Map `tiny`/`bundled` (and None when offline) to the bundled folder; pass others through."""
     if model is None:
-        model = "tiny" if _offline() else DEFAULT_MODEL
+        model = "tiny" if offline() else DEFAULT_MODEL
     if model in BUNDLED_NAMES:
         if not (BUNDLED_MODEL_DIR / "model_index.json").exists():
             raise GcplError(
@@ -170,7 +170,8 @@ def recommended_training(path: str) -> dict:
         raise GcplError(f"{f} is not valid JSON ({e}); fix or remove it") from None
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """HF_HUB_OFFLINE is set: default models are the bundled ones."""
     import os
 
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

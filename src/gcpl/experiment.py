@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .backbone import device_setting, dtype_setting, load_backbone, model_setting, resolution_setting
+from .backbone import BUNDLED_NAMES, device_setting, dtype_setting, load_backbone, model_setting, resolution_setting
 from .classify import ClassifyConfig
 from .data.loaders import get_dataset, prepare_dataset
 from .data.splits import Split
@@ -72,6 +72,9 @@ class ExperimentConfig:
     template: str | None = setting(None, "prompt with one {} (default: the dataset's, else 'A photo of {}.')")
     init_word: str | None = setting(None, "single-token initialiser word (default: the dataset's, else 'object')")
     model: str | None = model_setting()
+    clip_model: str | None = setting(None, "CLIPModel of the CLIP methods: hub id, folder or 'tiny' (default: "
+                                     "openai/clip-vit-base-patch16; the bundled tiny CLIP with the bundled --model "
+                                     "or when HF_HUB_OFFLINE=1)")
     device: str | None = device_setting()
     dtype: str | None = dtype_setting()
     resolution: int | None = resolution_setting()
@@ -265,6 +268,7 @@ def method_run(cfg: ExperimentConfig, run: Run, split: Path) -> MethodRun:
     return MethodRun(
         method=run.method, folder=run.folder(cfg.out), data=str(split), shots=run.shots, seed=run.seed,
         template=template, init_word=init_word, model=cfg.model, device=cfg.device, dtype=cfg.dtype,
+        clip_model=cfg.clip_model or ("tiny" if cfg.model in BUNDLED_NAMES else None),
         resolution=cfg.resolution, allow_fewer=cfg.allow_fewer, strict=cfg.strict, limit=cfg.limit,
         images_per_batch=cfg.images_per_batch, train=tc,
         classify=ClassifyConfig(n_samples=cfg.n_samples, keep=cfg.keep, batch=cfg.classify_batch,

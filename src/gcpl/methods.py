@@ -31,6 +31,7 @@ class MethodRun:
     template: str
     init_word: str
     model: str | None = None  # the diffusion model (hub id, folder, "tiny")
+    clip_model: str | None = None  # the CLIP methods' CLIPModel (hub id, folder, "tiny"); None: ClipJob's default
     device: str | None = None
     dtype: str | None = None
     resolution: int | None = None
@@ -80,10 +81,30 @@ def _tokens(run: MethodRun, progress: bool, backbone) -> dict:
     return evaluate(job, progress=progress, backbone=backbone)
 
 
+def _clip(run: MethodRun, progress: bool, backbone) -> dict:
+    """A CLIP competitor (gcpl.clip) on the same split, shots, seed and test subset; its run folder
+    (what it learned and its predictions) is run.folder/eval, like every method's results."""
+    from .clip import ClipJob, run_clip
+
+    job = ClipJob(method=run.method, data=run.data, out=str(run.folder / "eval"), shots=max(run.shots, 1),
+                  seed=run.seed, template=run.template, device=run.device, limit=run.limit,
+                  eval_seed=run.classify.seed, allow_fewer=run.allow_fewer, strict=run.strict,
+                  **({"model": run.clip_model} if run.clip_model else {}))
+    return run_clip(job, progress=progress)
+
+
+def _clip_methods() -> tuple[Method, ...]:
+    from .clip.config import METHODS as CLIP, USES_SHOTS
+    from .clip.methods import LABELS, SHORT
+
+    return tuple(Method(n, SHORT[n], LABELS[n], n in USES_SHOTS, _clip, family="clip") for n in CLIP)
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("zeroshot", "Zero-shot", "zero-shot diffusion classifier (class names)", False, _zero_shot),
     Method("gcpl", "GCPL", "GCPL (learned class tokens)", True, _tokens),
     Method("comple", "CoMPLe", "CoMPLe (joint contrastive tokens)", True, _tokens),
+    *_clip_methods(),
 )}
 ALIASES = {"zero-shot": "zeroshot", "zs": "zeroshot"}
 

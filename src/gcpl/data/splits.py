@@ -174,3 +174,14 @@ def few_shot(
         rng = random.Random(class_seed(seed, name))
         out.extend(group[i] for i in _permutation(n, min(n, shots), rng))
     return out
+
+
+def seeded_subset(samples: list, limit: int | None, seed: int) -> list:
+    """The `--limit` images: the first `limit` of a permutation seeded by `seed`, so every method
+    of an experiment (diffusion or CLIP) scores the same subset for the same seed."""
+    if limit is None:
+        return list(samples)
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [samples[i] for i in torch.randperm(len(samples), generator=g)[:limit].tolist()]

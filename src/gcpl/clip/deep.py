@@ -1,0 +1,202 @@
+"""Deep prompts in both towers: MaPLe and PromptSRC (training as in gcpl.clip.coop).
+
+MaPLe (Khattak et al., "MaPLe: Multi-modal Prompt Learning", CVPR 2023;
+muzairkhattak/multimodal-prompt-learning trainers/maple.py, clip/model.py,
+configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml): 2 language context vectors from
+"a photo" (the first 2 tokens of "a photo of a"; "of a <class>." stays text), deep language
+prompts (2 tokens, N(0, 0.02^2)) replacing positions 1..2 before text layers 1..J-1, and the
+vision prompts of every layer 0..J-1 produced from the language prompts of that layer by the
+coupling function (a linear map text width -> vision width per layer); the vision prompts are
+appended after the patch tokens (before pre_layrnorm) and replaced before each vision layer
+1..J-1. J = 9 (PROMPT_DEPTH), capped at the depth of the shallower tower; lr 0.0035, batch 4,
+5 epochs. The config is the paper's base-to-novel one (MaPLe publishes no few-shot config).
+
+PromptSRC (Khattak et al., "Self-regulating Prompts: Foundational Model Adaptation without
+Forgetting", ICCV 2023; muzairkhattak/PromptSRC trainers/promptsrc.py,
+configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml): independent deep
+prompts in both towers (IVLP): 4 language context vectors from "a photo of a" plus deep
+language prompts before text layers 1..8, 4 vision tokens appended at the input plus deep vision
+prompts before vision layers 1..8 (depth 9 each, capped at the towers' depth), all N(0, 0.02^2)
+but the initialised context. Loss = CE + L_SCL with
+    L_SCL = 25 * L1(text features, frozen text features)      (both L2-normalised, mean)
+          + 10 * L1(image features, frozen image features)    (both L2-normalised, mean)
+          + KL(softmax(frozen logits) || softmax(prompted logits)), summed / (batch * classes)
+where the frozen image features come from the same augmented views through the unprompted
+CLIP and the frozen logits are exp(logit_scale) * cos(frozen image, frozen text). Gaussian
+prompt aggregation (GPA): after epoch e (1..E) the prompts are added to a running sum with
+weight w_e = N(e; mu, sigma) / sum_k N(k; mu, sigma); the aggregate is the final model.
+mu = sigma = 30 (the few-shot config's default; it gives mu 45, sigma 5 for Cars, Flowers102,
+FGVCAircraft, DTD and EuroSAT); lr 0.0025, batch 4, 50 epochs.
+Choice: the frozen text features are those of the single hand-crafted prompt --template (the
+code averages the 60 ImageNet templates of CLIP's notebook over each class).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import normed
+from .coop import PromptMethod
+from .features import text_classifier
+from .prompts import MapleCoupling, TextPrompts, VisionPrompts
+
+
+def prompt_depth(depth: int, *layers: int) -> int:
+    """Prompted layers: the configured depth, at least 1, at most every layer of each tower."""
+    return max(1, min([depth, *layers]))
+
+
+def gpa_weights(epochs: int, mean: float, std: float) -> list[float]:
+    """PromptSRC's Gaussian aggregation weights of epochs 1..epochs (normalised to sum to 1)."""
+    g = [math.exp(-0.5 * ((e - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi)) for e in range(1, epochs + 1)]
+    total = sum(g)
+    return [x / total for x in g]
+
+
+class MapleLearner(nn.Module):
+    def __init__(self, prompts: TextPrompts, coupling: MapleCoupling):
+        super().__init__()
+        self.prompts, self.coupling = prompts, coupling
+
+    def vision_prompts(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.coupling(self.prompts.ctx, list(self.prompts.deep))
+
+
+class MaPLe(PromptMethod):
+    name = "maple"
+
+    def settings(self):
+        c = self.job.maple
+        return c.maple_lr, c.maple_batch, c.maple_epochs
+
+    def depth(self) -> int:
+        return prompt_depth(self.job.maple.maple_depth, self.clip.text_layers, self.clip.vision_layers)
+
+    def build(self, g):
+        c = self.job.maple
+        deep = self.depth() - 1
+        prompts = TextPrompts(self.clip, self.classes, c.maple_n_ctx, c.maple_ctx_init, deep=deep, generator=g)
+        coupling = MapleCoupling(self.clip.text_width, self.clip.vision_width, deep, g, device=self.clip.device)
+        return MapleLearner(prompts, coupling)
+
+    def features(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised image features (B, E), normalised class text features (C, E)), prompted."""
+        text = normed(self.learner.prompts.features(self.clip))
+        v0, vdeep = self.learner.vision_prompts()
+        img = normed(self.clip.encode_images(views, v0, vdeep))
+        return img, text
+
+    def loss(self, views, labels):
+        img, text = self.features(views)
+        return F.cross_entropy(self.clip.logit_scale * img @ text.t(), labels)
+
+    def facts(self):
+        p = self.learner.prompts
+        return {"depth": self.depth(), "n_ctx": p.n_ctx, "ctx_init": p.initialised_from,
+                "prompt": p.prefix_text + " {}."}
+
+    def ready(self):
+        with torch.no_grad():
+            self.text = normed(self.learner.prompts.features(self.clip))
+            self.vprompts = self.learner.vision_prompts()
+
+    def logits(self, pixels):
+        with torch.no_grad():
+            img = normed(self.clip.encode_images(pixels, *self.vprompts))
+            return self.clip.logit_scale * img @ self.text.t()
+
+
+class SrcLearner(nn.Module):
+    def __init__(self, prompts: TextPrompts, vision: VisionPrompts):
+        super().__init__()
+        self.prompts, self.vision = prompts, vision
+
+
+def scl_loss(text, hand, img, zs_img, logits, zs_logits, text_weight: float, image_weight: float) -> torch.Tensor:
+    """PromptSRC's self-regulating consistency loss (all features L2-normalised)."""
+    l_text = F.l1_loss(text, hand) * text_weight
+    l_image = F.l1_loss(img, zs_img) * image_weight
+    l_logits = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1), reduction="sum",
+                        log_target=True) / logits.numel()
+    return l_text + l_image + l_logits
+
+
+class PromptSRC(PromptMethod):
+    name = "promptsrc"
+
+    def settings(self):
+        c = self.job.promptsrc
+        return c.src_lr, c.src_batch, c.src_epochs
+
+    def depths(self) -> tuple[int, int]:
+        c = self.job.promptsrc
+        return (prompt_depth(c.src_depth_text, self.clip.text_layers),
+                prompt_depth(c.src_depth_vision, self.clip.vision_layers))
+
+    def build(self, g):
+        c = self.job.promptsrc
+        dt, dv = self.depths()
+        prompts = TextPrompts(self.clip, self.classes, c.src_n_ctx_text, c.src_ctx_init, deep=dt - 1, generator=g)
+        vision = VisionPrompts(self.clip.vision_width, c.src_n_ctx_vision, dv - 1, g, device=self.clip.device)
+        return SrcLearner(prompts, vision)
+
+    def prepare(self):
+        self.hand = text_classifier(self.clip, self.job.template, self.classes)
+        c = self.job.promptsrc
+        self.weights = gpa_weights(c.src_epochs, c.src_gpa_mean, c.src_gpa_std)
+        self.gpa: dict[str, torch.Tensor] | None = None
+
+    # --- Gaussian prompt aggregation over epochs -------------------------------------------------
+    def on_epoch_end(self, epoch: int) -> None:
+        w = self.weights[epoch]
+        cur = {k: v.detach() * w for k, v in self.learner.state_dict().items()}
+        self.gpa = cur if self.gpa is None else {k: self.gpa[k] + cur[k] for k in cur}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {f"gpa.{k}": v for k, v in (self.gpa or {}).items()}
+
+    def load_extra(self, tensors: dict[str, torch.Tensor]) -> None:
+        gpa = {k[len("gpa."):]: v.to(self.clip.device) for k, v in tensors.items() if k.startswith("gpa.")}
+        self.gpa = gpa or None
+
+    def finish_training(self) -> None:
+        if self.gpa is not None:
+            self.learner.load_state_dict(self.gpa, strict=True)
+
+    # --- forward ----------------------------------------------------------------------------------
+    def prompted(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text = normed(self.learner.prompts.features(self.clip))
+        v = self.learner.vision
+        img = normed(self.clip.encode_images(views, v.shallow, list(v.deep) or None))
+        return img, text
+
+    def loss(self, views, labels):
+        c = self.job.promptsrc
+        img, text = self.prompted(views)
+        scale = self.clip.logit_scale
+        logits = scale * img @ text.t()
+        with torch.no_grad():
+            zs_img = normed(self.clip.encode_images(views))
+            zs_logits = scale * zs_img @ self.hand.t()
+        return F.cross_entropy(logits, labels) + scl_loss(text, self.hand, img, zs_img, logits, zs_logits,
+                                                          c.src_text_weight, c.src_image_weight)
+
+    def facts(self):
+        dt, dv = self.depths()
+        p = self.learner.prompts
+        return {"depth_text": dt, "depth_vision": dv, "n_ctx_text": p.n_ctx, "ctx_init": p.initialised_from,
+                "prompt": p.prefix_text + " {}.", "gpa_weights": self.weights, "hand_crafted": self.job.template}
+
+    def ready(self):
+        with torch.no_grad():
+            self.text = normed(self.learner.prompts.features(self.clip))
+
+    def logits(self, pixels):
+        with torch.no_grad():
+            v = self.learner.vision
+            img = normed(self.clip.encode_images(pixels, v.shallow, list(v.deep) or None))
+            return self.clip.logit_scale * img @ self.text.t()

@@ -1,0 +1,180 @@
+"""`run_clip(job)`: one CLIP method on one split, shots and seed, into one run folder, with the
+files of `gcpl eval`.
+
+Run folder:
+    config.json         every setting (dataclasses.asdict), the identity settings, classes, model
+                        facts, versions
+    split.json          the support set used (readable images only) (all methods but clip-zs)
+    checkpoint/         state.json + epoch-NNNN.safetensors while a trained method trains
+    learned.safetensors what the method learned or built (context vectors, cache, linear head ...),
+                        its facts (chosen C / alpha / beta, schedule, loss log) in the header
+    predictions.jsonl   one line per test image (index, path, label, class_name, pred, pred_name,
+                        top5, ranking, logits per class), appended as it goes
+    results.json, results.md (and confusion.png with matplotlib): gcpl's summarize
+
+The support set is drawn with gcpl.data.splits.few_shot(pool, shots, seed, allow_fewer), exactly
+as GCPL's training draws it, so every method sees the same images for a seed; the `limit` test
+subset is the first `limit` of torch.randperm seeded by eval_seed (default: seed), exactly as
+`gcpl eval` picks it. A rerun on a finished folder returns its results and recomputes nothing;
+an interrupted one resumes (training from its last checkpoint, testing from the last scored
+image); a rerun with other identity settings or other classes is refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.splits import Sample, Split, few_shot, read_samples, seeded_subset
+from ..errors import GcplError
+from ..io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
+from ..results import summarize
+from ..runs import versions
+from ..settings import differences
+from .base import Support
+from .config import ClipJob, job_identity
+from .loop import load_tensors, save_tensors
+from .methods import make_method
+from .model import Clip, load_clip
+from .preprocess import ImageBank, eval_batch
+
+log = logging.getLogger(__name__)
+
+
+def _test_samples(job: ClipJob, classes: list[str]) -> list[Sample]:
+    _, samples = read_samples(job.test_data or job.data, "test")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({s.class_name for s in samples} - set(index))
+    if unknown:
+        raise GcplError(f"test class {unknown[0]!r} is not among the {len(classes)} training classes "
+                        f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); drop it from the test data")
+    samples = [Sample(s.path, index[s.class_name], s.class_name) for s in samples]
+    return seeded_subset(samples, job.limit, job.test_seed)
+
+
+def _val_samples(job: ClipJob, classes: list[str]) -> list[Sample] | None:
+    if job.method not in ("linear-probe", "tip-adapter", "tip-adapter-f") or job.validation.val_source != "split":
+        return None
+    p = Path(job.data)
+    if p.suffix.lower() != ".json" or p.is_dir():
+        raise GcplError(f"--val-source split needs a split JSON with a val list; {job.data} is a folder "
+                        "(use --val-source shots)")
+    split = Split.from_json(p)
+    if not split.val:
+        raise GcplError(f"split file {job.data} has no val list; use --val-source shots")
+    n = min(job.shots, job.validation.val_shots)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small val class is not an error here
+        return few_shot(split.val, n, job.seed, allow_fewer=True)
+
+
+def _check_folder(out: Path, job: ClipJob, classes: list[str]) -> dict | None:
+    path = out / "config.json"
+    if not path.exists():
+        return None
+    stored = read_json(path)
+    if stored.get("command") != "clip":
+        raise GcplError(f"{out} holds another kind of run ({stored.get('command')!r}); use another --out")
+    diff = differences(stored.get("identity", {}), job_identity(job))
+    if diff:
+        raise GcplError(f"{out} holds a CLIP run with other settings ({'; '.join(diff)}); use the same settings "
+                        "to resume, or another --out")
+    if stored.get("classes") != list(classes):
+        raise GcplError(f"{out} holds a CLIP run of other classes ({len(stored.get('classes') or [])} stored, "
+                        f"{len(classes)} given); resume with the same data, or another --out")
+    return stored
+
+
+def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> dict:
+    """Train (when the method learns) and evaluate one CLIP method into job.out; returns the
+    metrics of gcpl's summarize (also in out/results.json)."""
+    out = Path(job.out)
+    classes, pool = read_samples(job.data, "train")
+    stored = _check_folder(out, job, classes)
+    if stored is not None and (out / "results.json").exists() and stored.get("finished"):
+        return read_json(out / "results.json")
+    test = _test_samples(job, classes)
+    if stored is not None and stored.get("n_test") not in (None, len(test)):
+        raise GcplError(f"{out} holds an evaluation of {stored['n_test']} test images, {len(test)} given; "
+                        "resume with the same test data, or another --out")
+    support_samples = few_shot(pool, job.shots, job.seed, job.allow_fewer) if job.method != "clip-zs" else []
+    val = _val_samples(job, classes)
+    clip = clip or load_clip(job.model, job.device, job.dtype)
+    method = make_method(job, clip, classes)
+
+    support = None
+    skipped_support = []
+    if method.needs_support:
+        bank = ImageBank([s.path for s in support_samples], clip.spec, job.strict)
+        skipped_support = bank.skipped
+        kept = [support_samples[i] for i in bank.kept]
+        lost = sorted(set(range(len(classes))) - {s.label for s in kept})
+        if lost:
+            raise GcplError(f"class {classes[lost[0]]!r} has no readable support image left; fix or replace its images")
+        support = Support(clip, kept, len(classes), bank, job.eval_batch, job.strict, val)
+
+    config = {
+        "command": "clip", "method": job.method, "settings": dataclasses.asdict(job), "identity": job_identity(job),
+        "classes": classes, "model": clip.describe(), "n_support": len(support.samples) if support else 0,
+        "n_test": len(test), "skipped_support": [{"path": p, "reason": r} for p, r in skipped_support],
+        "versions": versions(), "finished": False,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config)
+    if support is not None:
+        Split(classes=classes, train=support.samples).to_json(out / "split.json")
+
+    learned = out / "learned.safetensors"
+    if learned.exists():
+        tensors, meta = load_tensors(learned)
+    else:
+        tensors, meta = method.fit(support, out, progress)
+        save_tensors(learned, tensors, meta)
+        tensors, meta = load_tensors(learned)  # test exactly what was saved (and what a resume would load)
+    method.load(tensors, meta)
+
+    _evaluate(method, job, classes, test, out, progress)
+    metrics = summarize(out, classes)
+    config["finished"] = True
+    write_json(out / "config.json", config)
+    return metrics
+
+
+def _evaluate(method, job: ClipJob, classes: list[str], test: list[Sample], out: Path, progress: bool) -> None:
+    pred_file = out / "predictions.jsonl"
+    records = read_jsonl(pred_file)
+    done = {r["index"] for r in records}
+    if pred_file.exists():
+        text = pred_file.read_text()
+        if len(records) != len(text.splitlines()) or (text and not text.endswith("\n")):
+            # a torn last line from a crash: keep the whole records only, then append after them
+            atomic_write_text(pred_file, "".join(json.dumps(r) + "\n" for r in records))
+    todo = [i for i in range(len(test)) if i not in done]
+    bar = tqdm(total=len(test), initial=len(test) - len(todo), desc=f"eval {job.method}", unit="img",
+               disable=not progress)
+    for j in range(0, len(todo), job.eval_batch):
+        chunk = todo[j : j + job.eval_batch]
+        pixels, kept, skipped = eval_batch([test[i].path for i in chunk], method.clip.spec, job.strict)
+        unread = [i for k, i in enumerate(chunk) if k not in set(kept)]
+        for i, (path, reason) in zip(unread, skipped):
+            append_jsonl(pred_file, {"index": i, "path": path, "skipped": reason})
+        if kept:
+            logits = method.logits(pixels).float().cpu()
+            for k, row in zip(kept, logits):
+                i = chunk[k]
+                s = test[i]
+                ranking = torch.argsort(row, descending=True, stable=True).tolist()
+                append_jsonl(pred_file, {
+                    "index": i, "path": s.path, "label": s.label, "class_name": s.class_name,
+                    "pred": ranking[0], "pred_name": classes[ranking[0]], "top5": ranking[:5], "ranking": ranking,
+                    "logits": {c: float(v) for c, v in zip(classes, row.tolist())},
+                })
+        bar.update(len(chunk))
+    bar.close()

@@ -1,0 +1,176 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for
+Few-shot Classification", ECCV 2022; gaopengcuhk/Tip-Adapter main.py, utils.py, configs/).
+
+Cache model: keys K (N, E) = the L2-normalised mean of `tip_augment_epochs` (10) augmented views'
+features of each support image (RandomResizedCrop scale (0.5, 1) + flip, main.py's
+train_tranform), values V (N, C) = one-hot labels. For a normalised test feature f:
+
+    logits = s * f W_text^T + alpha * exp(-beta * (1 - f K^T)) V
+
+with s = exp(logit_scale) (the code writes 100, OpenAI CLIP's value) and W_text the normalised
+features of --template for each class (the code's single-template classifier of every dataset
+but ImageNet). alpha = 1.17, beta = 1 (configs' init values); with `tip_search` they are chosen
+on validation data on the code's grid: beta in 0.1 + i (7 - 0.1) / 200, alpha in
+0.1 + j (3 - 0.1) / 20 (search_scale [7, 3], search_step [200, 20]), best accuracy, first best
+in (beta, alpha) order.
+- val-source split: the split's val images (CoOp protocol, min(shots, 4) per class).
+- val-source shots (default): k-fold cross-validation on the support set: the cache of the other
+  folds scores each held-out fold (eval-view features); at 1 shot the init values are kept.
+
+Tip-Adapter-F: the keys become a learnable Linear initialised with K, trained with the loss
+CE(logits) at the init alpha, beta: AdamW(lr 1e-3, eps 1e-4), CosineAnnealingLR over all
+iterations, 20 epochs, batches of 256 augmented views (scale (0.5, 1), flip). The code keeps the
+epoch with the best *test* accuracy; gcpl never looks at test labels and keeps the last epoch.
+The search after fine-tuning uses the split's val list (val-source split, as the code does); with
+val-source shots the fine-tuned keys have seen every shot, so no search is made and the init
+alpha, beta (those the keys were trained with) are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .base import ClipMethod, Support, normed
+from .features import text_classifier
+from .loop import EpochLoop, cosine_iter_lr, epoch_generator
+
+
+def tip_logits(f: torch.Tensor, text: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, alpha: float,
+               beta: float, scale: float) -> torch.Tensor:
+    """Tip-Adapter's logits for normalised features f (B, E): zero-shot + alpha * cache."""
+    affinity = f @ keys.t()
+    cache = torch.exp(-beta * (1 - affinity)) @ values
+    return scale * f @ text.t() + alpha * cache
+
+
+def search_grid(scale: tuple[float, float], steps: tuple[int, int]) -> tuple[list[float], list[float]]:
+    betas = [i * (scale[0] - 0.1) / steps[0] + 0.1 for i in range(steps[0])]
+    alphas = [i * (scale[1] - 0.1) / steps[1] + 0.1 for i in range(steps[1])]
+    return betas, alphas
+
+
+def grid_correct(f: torch.Tensor, y: torch.Tensor, text, keys, values, betas, alphas, scale) -> torch.Tensor:
+    """(len(betas), len(alphas)) correct counts of every (beta, alpha) on features f, labels y."""
+    zs = scale * f @ text.t()
+    affinity = f @ keys.t()
+    out = torch.zeros(len(betas), len(alphas), dtype=torch.long)
+    a = torch.tensor(alphas, dtype=zs.dtype, device=zs.device)
+    for i, beta in enumerate(betas):
+        cache = torch.exp(-beta * (1 - affinity)) @ values  # (B, C)
+        logits = zs.unsqueeze(0) + a.view(-1, 1, 1) * cache.unsqueeze(0)  # (A, B, C)
+        out[i] = (logits.argmax(-1) == y.to(zs.device).unsqueeze(0)).sum(-1).cpu()
+    return out
+
+
+def best_of(correct: torch.Tensor, betas, alphas) -> tuple[float, float, int]:
+    """First best (beta, alpha) in the code's loop order (beta outer, alpha inner)."""
+    flat = correct.flatten()
+    i = int(torch.nonzero(flat == flat.max())[0])
+    return betas[i // len(alphas)], alphas[i % len(alphas)], int(flat.max())
+
+
+class TipAdapter(ClipMethod):
+    name = "tip-adapter"
+
+    def cache(self, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys (N, E) normalised mean of augmented views, values (N, C) one-hot)."""
+        cfg = self.job.tip
+        bank = support.bank
+        total = torch.zeros(len(bank), self.clip.embed_dim, device=self.clip.device)
+        with torch.no_grad():
+            for e in range(cfg.tip_augment_epochs):
+                g = epoch_generator(self.job.seed, "tip-adapter/cache", e)
+                for i in range(0, len(bank), self.job.eval_batch):
+                    idx = list(range(i, min(len(bank), i + self.job.eval_batch)))
+                    views = bank.train_views(idx, g, tuple(cfg.tip_crop_scale), flip=True)
+                    total[idx] += self.clip.encode_images(views)
+        keys = normed(total / cfg.tip_augment_epochs)
+        values = F.one_hot(support.labels, len(self.classes)).float().to(self.clip.device)
+        return keys, values
+
+    def search(self, support: Support, text, keys, values, adapter_keys=None) -> tuple[float, float, str]:
+        """(alpha, beta, how) chosen on validation data (or the init values)."""
+        cfg, val = self.job.tip, self.job.validation
+        alpha, beta = cfg.tip_alpha, cfg.tip_beta
+        if not cfg.tip_search:
+            return alpha, beta, "init values (search off)"
+        betas, alphas = search_grid(tuple(cfg.tip_search_scale), tuple(cfg.tip_search_steps))
+        scale = self.clip.logit_scale
+        if val.val_source == "split":
+            vx, vy = support.val_features()
+            k = keys if adapter_keys is None else adapter_keys
+            correct = grid_correct(normed(vx.to(self.clip.device)), vy, text, k, values, betas, alphas, scale)
+            b, a, n = best_of(correct, betas, alphas)
+            return a, b, f"split val list: {n}/{len(vy)} at the best"
+        if adapter_keys is not None:
+            return alpha, beta, "init values (val-source shots: the fine-tuned keys saw every shot)"
+        nf = min(val.cv_folds, support.min_shots())
+        if nf < 2:
+            return alpha, beta, "init values (1 shot: nothing to validate on)"
+        f = normed(support.features().to(self.clip.device))
+        y = support.labels
+        correct = torch.zeros(len(betas), len(alphas), dtype=torch.long)
+        for held in support.folds(nf):
+            keep = torch.ones(len(y), dtype=torch.bool)
+            keep[held] = False
+            kk = keep.to(keys.device)
+            correct += grid_correct(f[held], y[held], text, keys[kk], values[kk], betas, alphas, scale)
+        b, a, n = best_of(correct, betas, alphas)
+        return a, b, f"{nf}-fold cross-validation on the shots: {n}/{len(y)} at the best"
+
+    def fit(self, support: Support, folder: Path, progress: bool = True):
+        text = text_classifier(self.clip, self.job.template, self.classes)
+        keys, values = self.cache(support)
+        alpha, beta, how = self.search(support, text, keys, values)
+        return ({"text": text, "keys": keys, "values": values},
+                {"alpha": alpha, "beta": beta, "search": how, "template": self.job.template})
+
+    def load(self, tensors, meta):
+        dev = self.clip.device
+        self.text, self.keys, self.values = (tensors[k].to(dev).float() for k in ("text", "keys", "values"))
+        self.alpha, self.beta = float(meta["alpha"]), float(meta["beta"])
+
+    def logits(self, pixels):
+        with torch.no_grad():
+            f = normed(self.clip.encode_images(pixels))
+            return tip_logits(f, self.text, self.keys, self.values, self.alpha, self.beta, self.clip.logit_scale)
+
+
+class TipAdapterF(TipAdapter):
+    name = "tip-adapter-f"
+
+    def fit(self, support: Support, folder: Path, progress: bool = True):
+        cfg, fcfg, job = self.job.tip, self.job.tip_f, self.job
+        text = text_classifier(self.clip, job.template, self.classes)
+        keys, values = self.cache(support)
+        adapter = torch.nn.Linear(keys.shape[1], keys.shape[0], bias=False).to(self.clip.device)
+        with torch.no_grad():
+            adapter.weight.copy_(keys)
+        opt = torch.optim.AdamW(adapter.parameters(), lr=fcfg.tipf_lr, eps=fcfg.tipf_eps,
+                                weight_decay=fcfg.tipf_weight_decay)
+        n, bsz = len(support.bank), fcfg.tipf_batch
+        iters = -(-n // bsz)  # Tip-Adapter's loader keeps the last partial batch
+        total = fcfg.tipf_epochs * iters
+        labels = support.labels.to(self.clip.device)
+        scale = self.clip.logit_scale
+
+        def step(idx, g, epoch):
+            with torch.no_grad():
+                views = support.bank.train_views(idx, g, tuple(cfg.tip_crop_scale), flip=True)
+                f = normed(self.clip.encode_images(views))
+            affinity = adapter(f)
+            cache = torch.exp(-cfg.tip_beta * (1 - affinity)) @ values
+            logits = scale * f @ text.t() + cfg.tip_alpha * cache
+            return F.cross_entropy(logits, labels[idx])
+
+        loop = EpochLoop(adapter, opt, folder / "checkpoint", job.seed, self.name, fcfg.tipf_epochs, n, bsz,
+                         lr_at=lambda e, it, per: cosine_iter_lr(e * iters + it, total, fcfg.tipf_lr),
+                         drop_last=False, checkpoint_every=job.checkpoint_every)
+        log = loop.run(step, progress)
+        tuned = adapter.weight.detach().clone()
+        alpha, beta, how = self.search(support, text, keys, values, adapter_keys=tuned)
+        return ({"text": text, "keys": tuned, "values": values, "initial_keys": keys},
+                {"alpha": alpha, "beta": beta, "search": how, "template": job.template, "train_log": log})
