@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+ with venv):
 #   make demo   # the offline demo on the bundled model
-#   make test   # the test suite
+#   make test   # lint (ruff), the import-cycle check, the test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests tools bench
+	$(BIN)/python tools/check_imports.py src/gcpl
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 demo: $(STAMP)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 import _common as C  # noqa: E402
+import torch  # noqa: E402
 
 LI = ((20, 50, 100, 500), (20, 10, 5, 1), "li")
 
@@ -58,7 +57,8 @@ def parse_args(argv=None):
                    help="also run the baseline with noise seed + 1 and report its self-agreement (noise floor)")
     p.add_argument("--only", choices=("all", "baseline", "reseed", "others"), default="all",
                    help="run part of the rows (to spread one bench over processes; merge the JSONs yourself)")
-    p.add_argument("--full-subset", type=int, default=0, help="also score the first N images with every class at every pool timestep")
+    p.add_argument("--full-subset", type=int, default=0,
+                   help="also score the first N images with every class at every pool timestep")
     p.add_argument("--full-n", type=int, default=500, help="timesteps of the full evaluation (default 500)")
     p.add_argument("--model", help="override the run's model")
     p.add_argument("--device", default=None)
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
               f"{r['images_per_s']:8.2f} img/s")
     base = rows[0]["preds"]
     for r in rows:
-        r["top1"] = sum(int(p == l) for p, l in zip(r["preds"], labels.tolist())) / len(labels)
+        r["top1"] = sum(int(p == y) for p, y in zip(r["preds"], labels.tolist())) / len(labels)
         r["agree_baseline"] = sum(int(p == q) for p, q in zip(r["preds"], base)) / len(base)
 
     full = None
@@ -173,12 +173,12 @@ def main(argv=None) -> dict:
         m = min(a.full_subset, len(x0))
         full = score(bb, embeds, x0[:m], (a.full_n,), (1,), a)
         full.update(name=f"full ({a.full_n} t, all classes)", schedule=_label((a.full_n,), (1,)), subset=m)
-        full["top1"] = sum(int(p == l) for p, l in zip(full["preds"], labels[:m].tolist())) / m
+        full["top1"] = sum(int(p == y) for p, y in zip(full["preds"], labels[:m].tolist())) / m
         C.say(f"  {full['name']:<28} {full['schedule']:<24} {full['unet_calls_per_image']:8.1f} calls/img "
               f"{full['images_per_s']:8.2f} img/s  (first {m} images)")
         for r in rows + [full]:
             r["agree_full_subset"] = sum(int(p == q) for p, q in zip(r["preds"][:m], full["preds"])) / m
-            r["top1_subset"] = sum(int(p == l) for p, l in zip(r["preds"][:m], labels[:m].tolist())) / m
+            r["top1_subset"] = sum(int(p == y) for p, y in zip(r["preds"][:m], labels[:m].tolist())) / m
         full["agree_baseline_subset"] = sum(int(p == q) for p, q in zip(full["preds"], base[:m])) / m
 
     show = rows + ([full] if full else [])

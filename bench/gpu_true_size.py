@@ -32,9 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 import _common as C  # noqa: E402
+import torch  # noqa: E402
 
 SD14_UNET_PARAMS = 859_520_964
 NOMINAL_UNET_TFLOP = 0.803  # per UNet call at 64x64 latents (SD-1.x, 77 text tokens)
@@ -419,7 +418,8 @@ def summary(bench: Bench) -> None:
     if "train_ours" in p:
         q = p["train_ours"]
         rows.append({"what": "train_ours (GCPL)", "batch": q["batch"], "rate": q["image_steps_per_s"],
-                     "unit": "image-steps/s", "tflops": q["tflops"], "frac": 100 * q["frac_of_peak"], "mem": q["peak_mem_gib"]})
+                     "unit": "image-steps/s", "tflops": q["tflops"], "frac": 100 * q["frac_of_peak"],
+                     "mem": q["peak_mem_gib"]})
     if "train_ref" in p:
         q = p["train_ref"]
         rows.append({"what": "train_ref (TI, fp32)", "batch": 1, "rate": q["image_steps_per_s"], "unit": "image-steps/s",

@@ -28,9 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 import _common as C  # noqa: E402
+import torch  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -133,7 +132,12 @@ def main(argv=None) -> dict:
         C.say(f"  reference run {r + 1}: {ref_runs[-1]['image_steps_per_s']:.1f} image-steps/s")
 
     def med(runs, k):
-        return statistics.median(x[k] for x in runs)
+        """Median of a timing over the repeats; counts (ints) are the same in every repeat."""
+        values = [x[k] for x in runs]
+        if isinstance(values[0], int):
+            assert len(set(values)) == 1, (k, values)
+            return values[0]
+        return statistics.median(values)
 
     ours = {k: med(ours_runs, k) for k in ours_runs[0]}
     ref = {k: med(ref_runs, k) for k in ref_runs[0]}
@@ -141,7 +145,8 @@ def main(argv=None) -> dict:
     rows = [
         {"method": "ours (batched GCPL)", "dtype": str(bb.dtype).replace("torch.", ""), "image_steps": ours["image_steps"],
          "setup_s": ours["setup_s"], "loop_s": ours["loop_s"], "ips": ours["image_steps_per_s"]},
-        {"method": "reference (TI x class)", "dtype": "float32", "image_steps": ref["image_steps"] * a.classes // ref_classes,
+        {"method": "reference (TI x class)", "dtype": "float32",
+         "image_steps": ref["image_steps"] * a.classes // ref_classes,
          "setup_s": None, "loop_s": ref_total_s, "ips": ref["image_steps_per_s"]},
     ]
     ratio = ours["image_steps_per_s"] / ref["image_steps_per_s"]

@@ -35,6 +35,17 @@ def test_train_speed_toy(tiny_model_dir, capsys):
     assert r["ratio"] > 0 and r["ours"]["image_steps_per_s"] > 0
 
 
+def test_train_speed_medians_of_two_repeats_print(tiny_model_dir, capsys):
+    """--repeats 2: medians of timings (a float between the two runs), counts stay integers."""
+    ts = _load("train_speed")
+    r = ts.main(["--model", str(tiny_model_dir), "--classes", "2", "--shots", "2", "--steps", "1", "--batch", "2",
+                 "--accum", "2", "--repeats", "2"])
+    runs = [x["image_steps_per_s"] for x in r["ours_runs"]]
+    assert len(runs) == 2 and r["ours"]["image_steps_per_s"] == pytest.approx(sum(runs) / 2)
+    assert r["ours"]["image_steps"] == 4 and isinstance(r["ours"]["image_steps"], int)
+    assert "ratio ours / reference" in capsys.readouterr().out
+
+
 def test_reference_only_trains_the_placeholder_row(backbone):
     """The reference loop keeps every other embedding row bit-identical, as diffusers' script does."""
     import torch

@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
+from conftest import make_class_folder
 
 from gcpl.cli import main
 from gcpl.io import read_jsonl
-
-from conftest import make_class_folder
 
 
 def _train(model, data, out, *extra):

@@ -32,7 +32,6 @@ from gcpl.data.splits import (
 )
 from gcpl.errors import GcplError
 
-
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -10,14 +10,13 @@ import statistics
 
 import numpy as np
 import pytest
+from conftest import make_class_folder
+from test_clip_fixtures import tiny_clip_dir  # noqa: F401  (a fixture)
 
 from gcpl.errors import GcplError
 from gcpl.experiment import ExperimentConfig, Run, plan_runs, run_experiment, shard_runs
 from gcpl.io import read_jsonl, write_json
 from gcpl.summary import summarize_experiment
-
-from conftest import make_class_folder
-from test_clip_fixtures import tiny_clip_dir  # noqa: F401  (a fixture)
 
 SHOTS, SEEDS = (1, 2), (1, 2)
 ALL_RUNS = {f"zeroshot/shots0/seed{s}" for s in SEEDS} | {
@@ -328,7 +327,7 @@ def test_bundled_model_fractal_grid_resumes_to_the_same_summary(tmp_path):
 # --- CLIP methods in the same grid ------------------------------------------------------------------
 
 
-def test_grid_with_two_clip_methods_resumes_and_shards_to_the_same_summary(tmp_path, tiny_clip_dir):
+def test_grid_with_two_clip_methods_resumes_and_shards_to_the_same_summary(tmp_path, tiny_clip_dir):  # noqa: F811
     """Issue 12: CLIP competitors run in the experiment grid like GCPL (same split, shots, seeds,
     results files); a run lost midway is redone to the same summary, and two shards give one run's."""
     root = make_class_folder(tmp_path / "data", per_class=5, size=16)

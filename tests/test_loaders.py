@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gcpl.data.folders import class_name as humanize
 from gcpl.data.loaders import (
     DATASETS,
     class_counts,
@@ -38,7 +39,6 @@ from gcpl.data.loaders import prepare as prepare_mod
 from gcpl.data.loaders.names import FLOWERS102
 from gcpl.data.splits import Sample, Split
 from gcpl.errors import GcplError
-from gcpl.data.folders import class_name as humanize
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -510,7 +510,8 @@ def test_isic2018(tmp_path):
 def test_isic2018_errors(tmp_path):
     with raises_one_line(r"ISIC 2018 task 3 not found under .*ISIC2018_Task3_Training_Input/\*\.jpg.*isic-archive"):
         load_isic2018(tmp_path)
-    make_isic(tmp_path / "h", [("ISIC_1", 0), ("ISIC_2", 1)], header=["img", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
+    make_isic(tmp_path / "h", [("ISIC_1", 0), ("ISIC_2", 1)],
+              header=["img", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
     with raises_one_line(r"ISIC2018_Task3_Training_GroundTruth\.csv has header .*missing image"):
         load_isic2018(tmp_path / "h")
     make_isic(tmp_path / "o", [("ISIC_1", 0), ("ISIC_2", 1)])
@@ -555,7 +556,7 @@ def test_cornseeds_csv(tmp_path):
 
 
 def test_cornseeds_folders_and_errors(tmp_path):
-    for k, name in enumerate(["Pure", "Broken", "Discolored", "Silkcut"]):
+    for name in ["Pure", "Broken", "Discolored", "Silkcut"]:
         for i in range(5):
             img(tmp_path / "seeds" / name / f"{i}.png")
     split = load_cornseeds(tmp_path)
@@ -580,7 +581,7 @@ def test_cornseeds_folders_and_errors(tmp_path):
 
 def test_folder_and_fractals(tmp_path):
     base = tmp_path / "wrapper" / "FractalDB-60"  # a single wrapper folder is descended into
-    for k, name in enumerate(["00_sierpinski_gasket", "01_koch_curve", "dragon_curve", "00007"]):
+    for name in ["00_sierpinski_gasket", "01_koch_curve", "dragon_curve", "00007"]:
         for i in range(10):
             img(base / name / f"{i}.png")
     (base / ".hidden").mkdir()

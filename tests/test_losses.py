@@ -23,7 +23,9 @@ def test_noise_and_velocity_match_diffusers():
 
 def _hand_comple(pred, x0, eps, t, labels, ac, kind, lam):
     B = pred.shape[0]
-    tgt = lambda i, j: eps[j] if kind == "epsilon" else ac[t[i]].sqrt() * eps[j] - (1 - ac[t[i]]).sqrt() * x0[i]
+    def tgt(i, j):
+        return eps[j] if kind == "epsilon" else ac[t[i]].sqrt() * eps[j] - (1 - ac[t[i]]).sqrt() * x0[i]
+
     pos = sum(((tgt(i, i) - pred[i]) ** 2).mean() for i in range(B)) / B
     pairs = [(i, j) for i in range(B) for j in range(B) if i != j and labels[i] != labels[j]]
     neg = sum(((tgt(i, j) - pred[i]) ** 2).mean() for i, j in pairs) / len(pairs)

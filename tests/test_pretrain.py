@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from pretraining.corpus import COLOURS, RESERVED_WORDS, CaptionedPool, Corpus, CorpusConfig
 from pretraining.sd import PretrainConfig, lr_at, pretrain
+
 from gcpl.tiny_model import TinySDConfig
 
 REPO = Path(__file__).resolve().parents[1]

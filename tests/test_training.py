@@ -39,7 +39,8 @@ def test_only_class_rows_change(backbone, class_folder):
 
     before = {m: _snapshot(getattr(backbone, m)) for m in ("text_encoder", "unet", "vae")}
     vectors = _train(backbone, class_folder, CLASSES)
-    init = backbone.text_encoder.get_input_embeddings().weight[backbone.tokenizer("object", add_special_tokens=False).input_ids[0]]
+    init_id = backbone.tokenizer("object", add_special_tokens=False).input_ids[0]
+    init = backbone.text_encoder.get_input_embeddings().weight[init_id]
     assert not torch.allclose(vectors, init.expand_as(vectors)), "training did not move the class vectors"
     for m in ("text_encoder", "unet", "vae"):  # frozen during training, bit for bit
         after = _snapshot(getattr(backbone, m))

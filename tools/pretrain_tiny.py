@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from pretraining.sd import PretrainConfig, init_source, pretrain
+
 from gcpl.tiny_model import TinySDConfig, save_pipeline_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,8 @@ def config_from_args(a: argparse.Namespace) -> PretrainConfig:
         model=model, seed=a.seed, pool_size=a.pool_size, fractal_fraction=a.fractal_fraction,
         n_fractal_classes=a.fractal_classes, vae_steps=a.vae_steps, vae_batch=a.vae_batch, vae_lr=a.vae_lr,
         kl_weight=a.kl_weight, steps=a.steps, batch=a.batch, lr=a.lr, lr_schedule=a.lr_schedule,
-        warmup=a.warmup, weight_decay=a.weight_decay, caption_dropout=a.caption_dropout, ema_decay=a.ema, probe_per_class=a.probe,
+        warmup=a.warmup, weight_decay=a.weight_decay, caption_dropout=a.caption_dropout, ema_decay=a.ema,
+        probe_per_class=a.probe,
         ckpt_every=a.ckpt_every, log_every=a.log_every, device=a.device, threads=a.threads, workers=a.workers,
         init=init_source(a.init_from) if a.init_from else None,
     )
@@ -317,7 +318,8 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         *stage2,
         f"| pool rendering (run {len(runs)}) | | | | {pool['render_seconds']:.0f} s | {pool['n_images']:,} images |",
         f"| samples | | | | {wall['samples']:.0f} s | |",
-        f"| **total** (pool rendering of earlier runs not recorded) | | | | **{(total_s + pool['render_seconds']) / 60:.0f} min** | |",
+        f"| **total** (pool rendering of earlier runs not recorded) | | | | "
+        f"**{(total_s + pool['render_seconds']) / 60:.0f} min** | |",
         "",
         f"Held-out diagnostic (256 fixed pool samples, timesteps and noise; final weights): diffusion loss "
         f"{u['eval_loss_captioned']:.4f} with the caption vs {u['eval_loss_empty_caption']:.4f} with \"\" "

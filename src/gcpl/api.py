@@ -23,8 +23,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import (compile_setting, device_setting, dtype_setting, load_backbone, model_setting,
-                       recommended_training, resolution_setting, resolve_model_path)
+from .backbone import (
+    compile_setting,
+    device_setting,
+    dtype_setting,
+    load_backbone,
+    model_setting,
+    recommended_training,
+    resolution_setting,
+    resolve_model_path,
+)
 from .classify import ClassifyConfig, DiffusionClassifier
 from .data.images import load_batch
 from .data.splits import Sample, Split, few_shot, read_samples, seeded_subset
@@ -33,11 +41,9 @@ from .errors import GcplError
 from .io import append_jsonl, read_json, read_jsonl, write_json
 from .latents import encode, encode_files
 from .results import merge_predictions, summarize
-from .runs import (check_same_job, load_run, run_fingerprint, save_embeddings, stored_settings, versions,
-                   write_tokens_index)
+from .runs import check_same_job, load_run, run_fingerprint, save_embeddings, stored_settings, versions, write_tokens_index
 from .settings import plain, setting
-from .tokens import (PromptSlot, check_template, encode_prompts, encode_slot_prompts, single_token_id,
-                     token_names)
+from .tokens import PromptSlot, check_template, encode_prompts, encode_slot_prompts, single_token_id, token_names
 from .train import TrainConfig, Trainer, check_resumable, checkpoint_step, run_training
 
 log = logging.getLogger(__name__)

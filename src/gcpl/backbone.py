@@ -183,11 +183,10 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
 
     On CUDA the UNet uses channels_last (faster convolutions with cuDNN); `compile` wraps it in
     torch.compile (pays a warm-up once, then faster calls; worth it for long evaluations)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     tlog.disable_progress_bar()  # weight-loading bars are noise in a CLI run
     dlog.disable_progress_bar()
@@ -206,7 +205,7 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         where = "folder" if local else "Hugging Face hub id"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GcplError(

@@ -94,7 +94,8 @@ def _clip(run: MethodRun, progress: bool, backbone) -> dict:
 
 
 def _clip_methods() -> tuple[Method, ...]:
-    from .clip.config import METHODS as CLIP, USES_SHOTS
+    from .clip.config import METHODS as CLIP
+    from .clip.config import USES_SHOTS
     from .clip.methods import LABELS, SHORT
 
     return tuple(Method(n, SHORT[n], LABELS[n], n in USES_SHOTS, _clip, family="clip") for n in CLIP)

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .data.splits import class_seed
 from .distributed import World
 from .errors import GcplError, Interrupted
-from . import checkpoint
 from .interrupt import deferred_interrupt
 from .io import append_jsonl, atomic_write_text, read_jsonl
 from .latents import LatentStats

@@ -23,17 +23,17 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gcpl.io import append_jsonl, read_jsonl, write_json
-from pretraining.corpus import CaptionedPool, Corpus, CorpusConfig
 from gcpl.tiny_model import TinySDConfig, build_components
+from pretraining.corpus import CaptionedPool, Corpus, CorpusConfig
 
 STAGE_VAE, STAGE_UNET, STAGE_DONE = "vae", "unet", "done"
 _STAGE_ID = {STAGE_VAE: 1, STAGE_UNET: 2}
@@ -401,7 +401,8 @@ def pretrain(
             elapsed = base_seconds + time.perf_counter() - t0
             if state["step"] % cfg.log_every == 0 or state["step"] == cfg.vae_steps:
                 a_ = (acc / n_acc).tolist()
-                rec_ = {"stage": STAGE_VAE, "step": state["step"], "recon_mse": a_[0], "kl": a_[1], "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 2)}
+                rec_ = {"stage": STAGE_VAE, "step": state["step"], "recon_mse": a_[0], "kl": a_[1],
+                        "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 2)}
                 append_jsonl(log_path, rec_)
                 log(f"vae step {state['step']}/{cfg.vae_steps} recon_mse {rec_['recon_mse']:.4f} "
                     f"kl {rec_['kl']:.1f} ({elapsed:.0f} s)")

@@ -65,7 +65,8 @@ class TipConfig:
     tip_augment_epochs: int = setting(10, "tip-adapter: augmented views averaged into each cache key (augment_epoch)")
     tip_crop_scale: tuple[float, float] = setting((0.5, 1.0), "tip-adapter: RandomResizedCrop scale of the "
                                                   "augmented views (main.py)")
-    tip_search: bool = setting(True, "tip-adapter: search alpha, beta on validation images (search_hp)", flag="--no-tip-search")
+    tip_search: bool = setting(True, "tip-adapter: search alpha, beta on validation images (search_hp)",
+                               flag="--no-tip-search")
     tip_search_scale: tuple[float, float] = setting((7.0, 3.0), "tip-adapter: search ranges of beta, alpha "
                                                     "(search_scale)")
     tip_search_steps: tuple[int, int] = setting((200, 20), "tip-adapter: grid steps of beta, alpha (search_step)")

@@ -6,7 +6,8 @@ File format (`split.json`):
      "test": [...], "val": [...]}            # "val" only where the dataset has one
 Relative paths are resolved against the folder holding the JSON file (and kept absolute once read).
 
-Also: `read_samples` (a class folder, see gcpl.data.folders, or a split file), `few_shot` (per-class sampling that does not depend on the other classes) and `class_seed`
+Also: `read_samples` (a class folder, see gcpl.data.folders, or a split file), `few_shot`
+(per-class sampling that does not depend on the other classes) and `class_seed`
 (the stable per-class seed other modules use for their own per-class RNGs).
 """
 
@@ -125,7 +126,7 @@ def class_seed(seed: int, name: str) -> int:
     """A stable 63-bit seed from (seed, class name): SHA-256, the same on every run and machine."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise GcplError(f"seed must be an integer, got {seed!r}")
-    digest = hashlib.sha256(f"gcpl-class-seed\0{seed}\0{name}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"gcpl-class-seed\0{seed}\0{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
@@ -158,7 +159,7 @@ def few_shot(
     for s in samples:
         by_class.setdefault((s.label, s.class_name), []).append(s)
     out: list[Sample] = []
-    for (label, name), group in sorted(by_class.items()):
+    for (_label, name), group in sorted(by_class.items()):
         group = sorted(group, key=lambda s: s.path)
         n = len(group)
         if n < shots:

@@ -31,6 +31,7 @@ from .common import (
 )
 from .matfile import loadmat
 
+
 def _not_found(key: str, root: Path, detail: str = "") -> GcplError:
     d = DATASETS[key]
     detail = f" ({detail})" if detail else ""
@@ -561,8 +562,17 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo(
         name='cars', title='StanfordCars', aliases=('stanford_cars', 'stanfordcars'),
         template='A photo of {}, a type of car.', init_word='car', test_fraction=None,
-        layout='devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ and cars_test/ (also accepted: the same under stanford_cars/, cars_annos.mat with car_ims/, or names.csv, anno_train.csv and anno_test.csv with cars_train/ and cars_test/ or train/ and test/)',
-        download="download from https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline since 2023; a mirror in torchvision's layout: https://www.kaggle.com/datasets/rickyyyyyyy/torchvision-stanford-cars)",
+        layout=(
+            'devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ '
+            'and cars_test/ (also accepted: the same under stanford_cars/, cars_annos.mat with car_ims/, or '
+            'names.csv, anno_train.csv and anno_test.csv with cars_train/ and cars_test/ or train/ and '
+            'test/)'
+        ),
+        download=(
+            'download from https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline since 2023; a '
+            "mirror in torchvision's layout: "
+            'https://www.kaggle.com/datasets/rickyyyyyyy/torchvision-stanford-cars)'
+        ),
         description='StanfordCars: 196 car models (make, model, year), official train/test split.',
         loader=load_cars,
     ),
@@ -570,22 +580,37 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
         name='flowers102', title='Flowers102', aliases=('flowers', 'oxford_flowers102'),
         template='A photo of {}, a type of flower.', init_word='flower', test_fraction=None,
         layout='jpg/image_00001.jpg ..., imagelabels.mat and setid.mat (or the same under flowers-102/)',
-        download='download 102flowers.tgz, imagelabels.mat and setid.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/',
+        download=(
+            'download 102flowers.tgz, imagelabels.mat and setid.mat from '
+            'https://www.robots.ox.ac.uk/~vgg/data/flowers/102/'
+        ),
         description='Oxford Flowers102: 102 flower species, official train/val/test split.',
         loader=load_flowers102,
     ),
     DatasetInfo(
         name='cornseeds', title='Corn seeds', aliases=('seeds', 'corn'),
         template='A photo of {} corn seed.', init_word='seed', test_fraction=0.3,
-        layout='train.csv (columns image,label) with the images it lists, or one folder per class named pure, broken, discolored, silkcut',
-        download='download the corn kernel images (train.csv + train/) from https://www.kaggle.com/competitions/kaggle-pog-series-s01e03/data',
-        description='Corn seeds: 4 kernel conditions (pure, broken, discolored, silkcut), seeded stratified split (test 0.3).',
+        layout=(
+            'train.csv (columns image,label) with the images it lists, or one folder per class named pure, '
+            'broken, discolored, silkcut'
+        ),
+        download=(
+            'download the corn kernel images (train.csv + train/) from '
+            'https://www.kaggle.com/competitions/kaggle-pog-series-s01e03/data'
+        ),
+        description=(
+            'Corn seeds: 4 kernel conditions (pure, broken, discolored, silkcut), seeded stratified split '
+            '(test 0.3).'
+        ),
         loader=load_cornseeds,
     ),
     DatasetInfo(
         name='crc5k', title='CRC5k (Kather 2016)', aliases=('crc', 'kather', 'colorectal'),
         template='{} tissue.', init_word='tissue', test_fraction=0.5,
-        layout='one folder per class 01_TUMOR, 02_STROMA, 03_COMPLEX, 04_LYMPHO, 05_DEBRIS, 06_MUCOSA, 07_ADIPOSE, 08_EMPTY (as in Kather_texture_2016_image_tiles_5000/)',
+        layout=(
+            'one folder per class 01_TUMOR, 02_STROMA, 03_COMPLEX, 04_LYMPHO, 05_DEBRIS, 06_MUCOSA, '
+            '07_ADIPOSE, 08_EMPTY (as in Kather_texture_2016_image_tiles_5000/)'
+        ),
         download='download Kather_texture_2016_image_tiles_5000.zip from https://zenodo.org/records/53169',
         description='Kather 2016 colorectal cancer texture tiles: 8 tissue types, seeded stratified split (test 0.5).',
         loader=load_crc5k,
@@ -593,33 +618,62 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo(
         name='isic2018', title='ISIC 2018 task 3', aliases=('isic', 'skin'),
         template='{} skin lesion.', init_word='skin', test_fraction=0.3,
-        layout='ISIC2018_Task3_Training_Input/*.jpg and ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv',
-        download='download ISIC2018_Task3_Training_Input.zip and ISIC2018_Task3_Training_GroundTruth.zip from https://challenge.isic-archive.com/data/#2018',
-        description='ISIC 2018 task 3 dermoscopy: 7 lesion diagnoses, seeded stratified split of the training set (test 0.3).',
+        layout=(
+            'ISIC2018_Task3_Training_Input/*.jpg and '
+            'ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv'
+        ),
+        download=(
+            'download ISIC2018_Task3_Training_Input.zip and ISIC2018_Task3_Training_GroundTruth.zip from '
+            'https://challenge.isic-archive.com/data/#2018'
+        ),
+        description=(
+            'ISIC 2018 task 3 dermoscopy: 7 lesion diagnoses, seeded stratified split of the training set '
+            '(test 0.3).'
+        ),
         loader=load_isic2018,
     ),
     DatasetInfo(
         name='lc25000', title='LC25000', aliases=('lc25k', 'lungcolon'),
         template='{} tissue.', init_word='tissue', test_fraction=0.3,
-        layout='lung_colon_image_set/colon_image_sets/{colon_aca,colon_n} and lung_colon_image_set/lung_image_sets/{lung_aca,lung_n,lung_scc}',
-        download='download LC25000 from https://github.com/tampapath/lung_colon_image_set (or https://www.kaggle.com/datasets/andrewmvd/lung-and-colon-cancer-histopathological-images)',
+        layout=(
+            'lung_colon_image_set/colon_image_sets/{colon_aca,colon_n} and '
+            'lung_colon_image_set/lung_image_sets/{lung_aca,lung_n,lung_scc}'
+        ),
+        download=(
+            'download LC25000 from https://github.com/tampapath/lung_colon_image_set (or '
+            'https://www.kaggle.com/datasets/andrewmvd/lung-and-colon-cancer-histopathological-images)'
+        ),
         description='LC25000 lung and colon histopathology: 5 classes, seeded stratified split (test 0.3).',
         loader=load_lc25000,
     ),
     DatasetInfo(
         name='fractals', title='FractalDB-60', aliases=('fractal', 'fractaldb60', 'fractaldb-60'),
         template='{} fractal.', init_word='fractal', test_fraction=0.3,
-        layout='one sub-folder of images per fractal class (at least two), or train/ and test/ folders that each hold the class sub-folders',
-        download='generate FractalDB-60 (see https://hirokatsukataoka16.github.io/Pretraining-without-Natural-Images/) or use any folder with one sub-folder per fractal class',
+        layout=(
+            'one sub-folder of images per fractal class (at least two), or train/ and test/ folders that '
+            'each hold the class sub-folders'
+        ),
+        download=(
+            'generate FractalDB-60 (see '
+            'https://hirokatsukataoka16.github.io/Pretraining-without-Natural-Images/) or use any folder '
+            'with one sub-folder per fractal class'
+        ),
         description='FractalDB-60: 60 fractal categories, one folder each, seeded stratified split (test 0.3).',
         loader=load_fractals,
     ),
     DatasetInfo(
         name='folder', title='An image folder', aliases=(),
         template='A photo of {}.', init_word='object', test_fraction=0.3,
-        layout='one sub-folder of images per class (at least two), or train/ and test/ (and optionally val/) folders that each hold the class sub-folders',
+        layout=(
+            'one sub-folder of images per class (at least two), or train/ and test/ (and optionally val/) '
+            'folders that each hold the class sub-folders'
+        ),
         download='put the images in one sub-folder per class',
-        description='Any image folder with one sub-folder per class (class names: the folder names, a numeric prefix like 01_ dropped, underscores as spaces), seeded stratified split (test 0.3) unless it has train/ and test/ folders.',
+        description=(
+            'Any image folder with one sub-folder per class (class names: the folder names, a numeric prefix '
+            'like 01_ dropped, underscores as spaces), seeded stratified split (test 0.3) unless it has '
+            'train/ and test/ folders.'
+        ),
         loader=load_folder,
     ),
 )}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ...errors import GcplError
 from ...io import read_json, write_json
+from ...settings import setting
 from ..splits import PARTS, Split
 from .common import check_fraction
-from ...settings import setting
 from .datasets import get_dataset
 
 
