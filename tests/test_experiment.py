@@ -96,6 +96,9 @@ def test_grid_writes_every_run_and_the_summary(grid):
             tr = json.loads((out / name / "train" / "config.json").read_text())
             assert tr["settings"]["shots"] == int(shots[5:]) and tr["settings"]["train"]["method"] == method
             assert tr["settings"]["train"]["seed"] == int(seed[4:])
+            # the paper preset: the released code's recipe, resolved and recorded in the run
+            want = {"gcpl": (2e-3, "squash"), "comple": (1e-3, "squash")}[method]
+            assert (tr["settings"]["train"]["lr"], tr["settings"]["train"]["train_resize"]) == want
             assert len(json.loads((out / name / "train" / "split.json").read_text())["train"]) == 3 * int(shots[5:])
             assert (out / name / "train" / "tokens.json").exists()
     exp = json.loads((out / "experiment.json").read_text())
@@ -105,6 +108,7 @@ def test_grid_writes_every_run_and_the_summary(grid):
     png = out / "accuracy_vs_shots.png"
     assert png.exists() and png.stat().st_size > 5000
     assert "Finished runs: 10 of 10 planned." in grid["md"]
+    assert "- training recipe: paper (the authors' released code" in grid["md"]
 
 
 def test_table_is_mean_and_std_of_the_runs(grid):

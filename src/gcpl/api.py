@@ -117,7 +117,7 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     PromptSlot.from_template(bb.tokenizer, cfg.template, cfg.init_word)
     size = job.resolution or bb.resolution
     stats, kept_idx, skipped = encode_files(bb.vae, [s.path for s in support], size, flip=cfg.flip,
-                                            strict=job.strict)
+                                            strict=job.strict, resize=cfg.train_resize)
     kept = [support[i] for i in kept_idx]
     lost = sorted(set(range(len(classes))) - {s.label for s in kept})
     if lost:

@@ -41,7 +41,7 @@ from .runs import versions
 from .settings import differences, identity, setting
 from .summary import summarize_experiment
 from .tokens import check_template
-from .train import TrainConfig
+from .train import PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,16 @@ class ExperimentConfig:
     device: str | None = device_setting()
     dtype: str | None = dtype_setting()
     resolution: int | None = resolution_setting()
-    steps_gcpl: int | None = setting(None, "GCPL optimiser steps (default: the model's recommendation, else 500)")
-    steps_comple: int | None = setting(None, "CoMPLe optimiser steps (default: the model's recommendation, else 4000)")
-    lr_gcpl: float | None = setting(None, "GCPL lr (default: the model's recommendation, else the paper's 5e-4)")
-    lr_comple: float | None = setting(None, "CoMPLe lr (default: the model's recommendation, else the paper's 1e-3)")
-    batch_gcpl: int | None = setting(None, "GCPL samples per class per step (default: the model's, else 4)")
-    batch_comple: int | None = setting(None, "CoMPLe samples per step (default: the model's, else 4)")
+    preset: str = setting("paper", "training recipe: paper = the authors' released code (GCPL lr 2e-3 over 4 "
+                          "accumulated images, 500 steps, squashed images, the code's templates; CoMPLe as the "
+                          "paper's text); default = the paper's text or the model's recommendation",
+                          choices=tuple(PRESETS))
+    steps_gcpl: int | None = setting(None, "GCPL optimiser steps (default: the preset's)")
+    steps_comple: int | None = setting(None, "CoMPLe optimiser steps (default: the preset's)")
+    lr_gcpl: float | None = setting(None, "GCPL lr (default: the preset's)")
+    lr_comple: float | None = setting(None, "CoMPLe lr (default: the preset's)")
+    batch_gcpl: int | None = setting(None, "GCPL samples per class per step (default: the preset's)")
+    batch_comple: int | None = setting(None, "CoMPLe samples per step (default: the preset's)")
     lam: float = setting(1e-3, "CoMPLe negative weight lambda (paper)")
     n_samples: tuple[int, ...] | None = setting(None, "classifier: cumulative (t, noise) pairs per stage "
                                                 "(default: gcpl's schedule for the class count)")
@@ -134,7 +138,7 @@ class ExperimentConfig:
 
     def resolved_template(self) -> tuple[str, str]:
         d = self.dataset_info()
-        template = self.template or (d.template if d else DEFAULT_TEMPLATE)
+        template = self.template or (d.template_for(self.preset) if d else DEFAULT_TEMPLATE)
         init_word = self.init_word or (d.init_word if d else DEFAULT_INIT_WORD)
         return template, init_word
 
@@ -262,9 +266,9 @@ def method_run(cfg: ExperimentConfig, run: Run, split: Path) -> MethodRun:
     """What one grid cell runs: the experiment's settings for this method, shots and seed."""
     template, init_word = cfg.resolved_template()
     gcpl = run.method == "gcpl"
-    tc = TrainConfig(steps=cfg.steps_gcpl if gcpl else cfg.steps_comple, lr=cfg.lr_gcpl if gcpl else cfg.lr_comple,
-                     batch=cfg.batch_gcpl if gcpl else cfg.batch_comple, lam=cfg.lam, max_batch=cfg.max_batch,
-                     checkpoint_every=cfg.checkpoint_every)
+    tc = TrainConfig(preset=cfg.preset, steps=cfg.steps_gcpl if gcpl else cfg.steps_comple,
+                     lr=cfg.lr_gcpl if gcpl else cfg.lr_comple, batch=cfg.batch_gcpl if gcpl else cfg.batch_comple,
+                     lam=cfg.lam, max_batch=cfg.max_batch, checkpoint_every=cfg.checkpoint_every)
     return MethodRun(
         method=run.method, folder=run.folder(cfg.out), data=str(split), shots=run.shots, seed=run.seed,
         template=template, init_word=init_word, model=cfg.model, device=cfg.device, dtype=cfg.dtype,

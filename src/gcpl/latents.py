@@ -47,7 +47,8 @@ def encode(vae, pixels: torch.Tensor, batch: int = 16, flip: bool = False) -> La
 
 
 
-def encode_files(vae, paths: list[str], size: int, flip: bool = False, strict: bool = False, chunk: int = 64):
+def encode_files(vae, paths: list[str], size: int, flip: bool = False, strict: bool = False, chunk: int = 64,
+                 resize: str = "crop"):
     """Read, preprocess and encode image files in chunks, so memory stays bounded for large
     support sets (3,136 Cars shots at 512 px would be 10 GB of pixels at once).
 
@@ -56,7 +57,7 @@ def encode_files(vae, paths: list[str], size: int, flip: bool = False, strict: b
 
     stats, kept, skipped = [], [], []
     for i in range(0, len(paths), chunk):
-        loaded = load_batch(paths[i : i + chunk], size, strict=strict, allow_empty=True)
+        loaded = load_batch(paths[i : i + chunk], size, strict=strict, allow_empty=True, resize=resize)
         skipped += loaded.skipped
         if loaded.kept:
             kept += [i + k for k in loaded.kept]

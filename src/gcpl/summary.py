@@ -134,6 +134,14 @@ def _wide_table(rows: list[dict], shots: list[int], stem: str) -> list[str]:
     return lines
 
 
+PRESET_NOTES = {
+    "paper": "paper (the authors' released code: GCPL lr 2e-3 = 5e-4 x 4 accumulated images, 500 steps, squashed "
+             "training images, the code's templates; CoMPLe: the paper's lr 1e-3, batch 4, lambda 1e-3)",
+    "default": "default (the paper's text: GCPL lr 5e-4, 500 steps; CoMPLe lr 1e-3, 4000 steps; or the model's "
+               "recommended settings)",
+}
+
+
 def _header(exp: dict | None, out: Path) -> list[str]:
     lines = ["# Experiment summary", ""]
     if not exp:
@@ -143,9 +151,11 @@ def _header(exp: dict | None, out: Path) -> list[str]:
         ("dataset", s.get("dataset") or "(split file)"), ("split", exp.get("split")),
         ("model", s.get("model") or "default (SD-1.4)"), ("template", s.get("template")),
         ("init word", s.get("init_word")),
-        ("steps", f"GCPL {s.get('steps_gcpl')}, CoMPLe {s.get('steps_comple')}"),
-        ("classifier schedule", "by class count" if s.get("n_samples") is None
+        ("training recipe", PRESET_NOTES.get(s.get("preset", "default"), s.get("preset"))),
+        ("steps", f"GCPL {s.get('steps_gcpl') or 'the preset’s'}, CoMPLe {s.get('steps_comple') or 'the preset’s'}"),
+        ("classifier schedule", "gcpl's default for the class count" if s.get("n_samples") is None
          else f"n_samples {s.get('n_samples')}, keep {s.get('keep')}"),
+        ("CLIP model", s.get("clip_model")),
         ("test images per run", "all" if s.get("limit") is None else f"a seeded subset of {s.get('limit')}"),
     ]
     return lines + [f"- {k}: {v}" for k, v in facts if v is not None] + [""]

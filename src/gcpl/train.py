@@ -36,18 +36,34 @@ from .tokens import PromptSlot, encode_slot_prompts, init_vectors, single_token_
 log = logging.getLogger(__name__)
 
 METHODS = ("gcpl", "comple")
-# The paper's settings per method (Sec. 4.2): AdamW lr 5e-4 for GCPL, 1e-3 for CoMPLe (batch 4);
-# 500 optimiser steps of 4 images per class for GCPL (the authors' released code), 4,000 for CoMPLe.
+# The paper's text (Sec. 4.2): AdamW lr 5e-4 for GCPL, 1e-3 for CoMPLe (batch 4, lambda 1e-3); 500
+# optimiser steps of 4 images per class for GCPL (the authors' released code), 4,000 for CoMPLe.
 # A model folder may recommend others (gcpl_defaults.json, see backbone.recommended_training).
-PAPER_DEFAULTS = {"gcpl": {"lr": 5e-4, "steps": 500, "batch": 4, "groups": 1},
-                  "comple": {"lr": 1e-3, "steps": 4000, "batch": 4, "groups": 1}}
-RESOLVED = ("lr", "steps", "batch", "groups")  # None in TrainConfig: the model's recommendation, else the paper's
+PAPER_TEXT = {"gcpl": {"lr": 5e-4, "steps": 500, "batch": 4, "groups": 1, "train_resize": "crop"},
+              "comple": {"lr": 1e-3, "steps": 4000, "batch": 4, "groups": 1, "train_resize": "crop"}}
+# Presets (--preset): "default" = the paper's text, or what the model folder recommends; "paper" =
+# what the authors' released code effectively does (soumitri2001/GCPL, src/train_textinv_fewshot.py
+# -> src/gcpl.py, a fork of diffusers' textual-inversion example): --scale_lr is declared
+# type=bool, default=True, so always on: lr 5e-4 x gradient accumulation 4 x batch 1 = 2e-3; 500
+# optimiser steps of 4 single-image micro-batches, constant lr without warm-up, AdamW eps 1e-8 and
+# weight decay 1e-2; images resized to a square without cropping (squash), flipped with p = 0.5.
+# CoMPLe's code is not released: the paper's text (lr 1e-3, batch 4, lambda 1e-3), with the same
+# squashed training images as GCPL's code.
+PRESETS = {
+    "default": {},
+    "paper": {"gcpl": {"lr": 2e-3, "steps": 500, "batch": 4, "groups": 1, "train_resize": "squash"},
+              "comple": {"lr": 1e-3, "steps": 4000, "batch": 4, "groups": 1, "train_resize": "squash"}},
+}
+RESOLVED = ("lr", "steps", "batch", "groups", "train_resize")  # None: the preset's, model's or paper's
 
 
 @dataclass
 class TrainConfig:
     method: str = setting("gcpl", "gcpl: one token per class, trained as if alone (Eq. 1-2); comple: all tokens "
                           "jointly with the contrastive loss (Eq. 3)", choices=METHODS)
+    preset: str = setting("default", "default: the paper's text, or the model's recommended settings; paper: the "
+                          "recipe of the authors' released code (gcpl: lr 2e-3 = 5e-4 x 4 accumulated images, 500 "
+                          "steps, squashed images); explicit options win", choices=tuple(PRESETS))
     template: str = setting("A photo of {}.", "prompt with exactly one {} for the class token, e.g. "
                             "'A photo of {}, a type of car.'")
     init_word: str = setting("object", "single-token word whose embedding initialises every class token")
@@ -61,6 +77,10 @@ class TrainConfig:
     betas: tuple[float, ...] = setting((0.9, 0.999), "AdamW betas (paper)")
     lam: float = setting(1e-3, "CoMPLe: weight lambda of the negative term (paper)")
     flip: bool = setting(True, "random horizontal flips (cached as a second latent view)")
+    train_resize: str | None = setting(None, "training images to squares: crop (shorter side resized, centre crop, "
+                                       "as the classifier does) or squash (whole image resized, the released code); "
+                                       "default: the preset's (crop, or squash with --preset paper)",
+                                       choices=("crop", "squash"))
     seed: int = setting(0, "governs every random draw of training and the few-shot support set")
     max_batch: int = setting(64, "largest number of samples per UNet forward/backward (micro-batching; "
                              "results do not depend on it)", identity=False)
@@ -73,6 +93,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise GcplError(f"--method {self.method!r} is unknown; use gcpl or comple")
+        if self.preset not in PRESETS:
+            raise GcplError(f"--preset {self.preset!r} is unknown; use {' or '.join(PRESETS)}")
+        if self.train_resize not in (None, "crop", "squash"):
+            raise GcplError(f"--train-resize {self.train_resize!r} is unknown; use crop or squash")
         for name in ("steps", "batch", "groups", "max_batch"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -86,10 +110,11 @@ class TrainConfig:
             raise GcplError(f"--betas takes two numbers such as 0.9,0.999, got {list(self.betas)}")
 
     def resolved(self, recommended: dict | None = None) -> "TrainConfig":
-        """A copy with lr, steps, batch and groups filled in: the given value, else the model's
-        recommendation for this method, else the paper's."""
-        rec = (recommended or {}).get(self.method, {})
-        fill = {k: rec.get(k, PAPER_DEFAULTS[self.method][k]) for k in RESOLVED if getattr(self, k) is None}
+        """A copy with every None of RESOLVED filled in: the given value, else the preset's ("paper"),
+        else the model folder's recommendation for this method, else the paper's text."""
+        sources = [PRESETS[self.preset].get(self.method, {}), (recommended or {}).get(self.method, {}),
+                   PAPER_TEXT[self.method]]
+        fill = {k: next(s[k] for s in sources if k in s) for k in RESOLVED if getattr(self, k) is None}
         return dataclasses.replace(self, **fill)
 
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from gcpl.io import append_jsonl, read_jsonl, write_json
+from gcpl.losses import add_noise
+from gcpl.losses import target as noise_target
 from gcpl.tiny_model import TinySDConfig, build_components
 from pretraining.corpus import CaptionedPool, Corpus, CorpusConfig
 
@@ -475,6 +477,7 @@ def pretrain(
     tokens = _Tokens(comps["tokenizer"])
     n_train_t = sched.config.num_train_timesteps
     pred_type = sched.config.prediction_type
+    abar = sched.alphas_cumprod.to(device)
 
     # the loss is summed on the device and read at log steps only: no per-step sync on CUDA, so
     # the CPU prepares the next batch (captions, tokens) while the GPU still computes
@@ -495,8 +498,8 @@ def pretrain(
         dev_idx = idx.to(lat_mean.device)
         z0 = (lat_mean[dev_idx] + lat_std[dev_idx].float() * eps_z.to(device)) * sf
         noise, t = noise.to(device), t.to(device)
-        noisy = sched.add_noise(z0, noise, t)  # sqrt(abar_t) z0 + sqrt(1 - abar_t) noise, abar from the scheduler
-        target = noise if pred_type == "epsilon" else sched.get_velocity(z0, noise, t)
+        noisy = add_noise(z0, noise, t, abar)  # gcpl.losses: the arithmetic gcpl trains and scores with
+        target = noise_target(z0, noise, t, abar, pred_type)
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, cfg.lr, cfg.steps, cfg.warmup, cfg.lr_schedule, cfg.min_lr_ratio)
         with _autocast(device):
@@ -585,8 +588,9 @@ def _diagnostics(cfg, pool, tokens, te, unet, sched, lat_mean, lat_std, sf, devi
     z0 = (lat_mean[idx.to(lat_mean.device)]).float() * sf
     noise = torch.randn(z0.shape, generator=g).to(device)
     t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=g).to(device)
-    noisy = sched.add_noise(z0, noise, t)
-    target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(z0, noise, t)
+    abar = sched.alphas_cumprod.to(device)
+    noisy = add_noise(z0, noise, t, abar)
+    target = noise_target(z0, noise, t, abar, sched.config.prediction_type)
     out = {}
     for name, cs in (("captioned", caps), ("empty_caption", [""] * n)):
         tot = 0.0
@@ -602,11 +606,13 @@ def _diagnostics(cfg, pool, tokens, te, unet, sched, lat_mean, lat_std, sf, devi
 @torch.no_grad()
 def word_probe(cfg, corpus: Corpus, tokens, vae, te, unet, sched, device, n_way: int = 10,
                n_t: int = 10) -> dict:
-    """Do the words steer the model? A zero-shot diffusion classifier over unseen images: for
-    `probe_per_class` fresh instances of each of `n_way` pretraining fractal categories (and of the
-    10 shapes, single objects), pick the caption ("<word> fractal." / "a <shape>.") with the
-    lowest denoising error, averaged over `n_t` evenly spaced timesteps with noise shared across
-    the candidate captions. Returns accuracies (chance 1 / n_way)."""
+    """Do the words steer the model? gcpl's zero-shot diffusion classifier (gcpl.classify) over
+    unseen images: for `probe_per_class` fresh instances of each of `n_way` pretraining fractal
+    categories (and of the 10 shapes, single objects), the caption ("<word> fractal." / "a <shape>.")
+    with the lowest denoising error over `n_t` evenly spaced (timestep, noise) pairs shared by every
+    caption and image. Returns accuracies (chance 1 / n_way)."""
+    from gcpl.backbone import Backbone
+    from gcpl.classify import ClassifyConfig, DiffusionClassifier
     from pretraining.corpus import SHAPES
 
     k = cfg.probe_per_class
@@ -632,26 +638,16 @@ def word_probe(cfg, corpus: Corpus, tokens, vae, te, unet, sched, device, n_way:
             imgs.append(img)
             labels.append(shapes.index(attrs["objects"][0]["shape"]))
     groups["shape"] = (imgs, labels, [f"a {s_}." for s_ in shapes])
-    ts = torch.linspace(50, sched.config.num_train_timesteps - 50, n_t).round().long().to(device)
+    bb = Backbone("pretraining", None, te, vae, unet, sched.alphas_cumprod.to(device), sched.config.prediction_type,
+                  torch.device(device), next(unet.parameters()).dtype, dict(sched.config))
     for name, (imgs, labels, prompts) in groups.items():
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
         z0 = vae.encode(x).latent_dist.mean.float() * float(vae.config.scaling_factor)
         with _autocast(device):
             enc = te(tokens(prompts).to(device))[0]
-        g = torch.Generator().manual_seed(cfg.seed)
-        noise = torch.randn((len(z0), n_t) + tuple(z0.shape[1:]), generator=g).to(device)
-        err = torch.zeros(len(z0), len(prompts), device=device)
-        for a in range(len(z0)):
-            zt = sched.add_noise(z0[a:a + 1].expand(n_t, -1, -1, -1), noise[a], ts)
-            target = noise[a] if sched.config.prediction_type == "epsilon" else sched.get_velocity(
-                z0[a:a + 1].expand(n_t, -1, -1, -1), noise[a], ts)
-            # all (prompt, t) pairs in one batch
-            P = len(prompts)
-            with _autocast(device):
-                pred = unet(zt.repeat(P, 1, 1, 1), ts.repeat(P), encoder_hidden_states=enc.repeat_interleave(n_t, 0)).sample
-            e = (pred.float() - target.repeat(P, 1, 1, 1)).pow(2).mean(dim=(1, 2, 3)).view(P, n_t)
-            err[a] = e.mean(1)
-        pred_label = err.argmin(1).cpu()
+        clf = DiffusionClassifier(bb, enc.float(), ClassifyConfig(n_samples=(n_t,), keep=(1,), seed=cfg.seed),
+                                  tuple(z0.shape[1:]))
+        pred_label = torch.tensor([s.pred for s in clf.score(z0)])
         out[f"probe_{name}_acc"] = float((pred_label == torch.tensor(labels)).float().mean())
         out[f"probe_{name}_chance"] = 1.0 / len(prompts)
     return out

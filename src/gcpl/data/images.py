@@ -6,7 +6,9 @@
 - `preprocess(img, size)` is the SD / diffusion-classifier transform: shorter side resized to
   `size` (bicubic), center crop to `size` x `size`, scaled to [-1, 1] — the same numbers as
   torchvision's Resize(size, BICUBIC) -> CenterCrop(size) -> ToTensor() -> Normalize(0.5, 0.5)
-  on a PIL image, done with PIL and numpy only.
+  on a PIL image, done with PIL and numpy only. `resize="squash"` instead resizes the whole image
+  to `size` x `size` (bicubic, aspect ratio not kept), as the textual-inversion training of the
+  authors' released GCPL code does (diffusers' example without --center_crop).
 - `load_batch(paths, size)` does both for many files, skipping (and reporting) unreadable ones.
 
 Truncated files fail: `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is left at its default (False).
@@ -181,14 +183,24 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def preprocess(img: Image.Image, size: int) -> torch.Tensor:
-    """Shorter side -> `size` (bicubic), center crop `size` x `size`, float32 (3, size, size) in [-1, 1]."""
+RESIZE_MODES = ("crop", "squash")
+
+
+def preprocess(img: Image.Image, size: int, resize: str = "crop") -> torch.Tensor:
+    """crop: shorter side -> `size` (bicubic), center crop `size` x `size`; squash: the whole image
+    -> `size` x `size` (bicubic). Returns float32 (3, size, size) in [-1, 1]."""
     size = _check_size(size)
+    if resize not in RESIZE_MODES:
+        raise GcplError(f"resize mode {resize!r} is unknown; use crop or squash")
     if img.mode != "RGB" or "transparency" in img.info:
         img = to_rgb(img)
     w, h = img.size
     if w <= 0 or h <= 0:
         raise GcplError(f"cannot preprocess an empty image ({w}x{h})")
+    if resize == "squash":
+        if (w, h) != (size, size):
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+        return _to_tensor(img)
     # torchvision Resize(int): the shorter edge becomes `size`, the longer int(size * long / short).
     if w <= h:
         new_w, new_h = size, int(size * h / w)
@@ -201,6 +213,10 @@ def preprocess(img: Image.Image, size: int) -> torch.Tensor:
     left = int(round((new_w - size) / 2.0))
     if (new_w, new_h) != (size, size):
         img = img.crop((left, top, left + size, top + size))
+    return _to_tensor(img)
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
     a = np.asarray(img, dtype=np.float32) / np.float32(255.0)  # ToTensor
     a = (a - np.float32(0.5)) / np.float32(0.5)  # Normalize(0.5, 0.5)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
@@ -224,6 +240,7 @@ def load_batch(
     strict: bool = False,
     *,
     allow_empty: bool = False,
+    resize: str = "crop",
 ) -> LoadedImages:
     """Load and preprocess many files into one (N, 3, size, size) tensor.
 
@@ -249,7 +266,7 @@ def load_batch(
             skipped.append((p, e.reason))
             warnings.warn(f"skipping unreadable image {p}: {e.reason}", SkippedImageWarning, stacklevel=2)
             continue
-        tensors.append(preprocess(img, size))
+        tensors.append(preprocess(img, size, resize))
         kept.append(i)
     if not tensors:
         if allow_empty:

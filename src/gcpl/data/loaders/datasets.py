@@ -544,16 +544,21 @@ class DatasetInfo:
     name: str
     title: str
     aliases: tuple[str, ...]
-    template: str  # one {} for the class
-    init_word: str  # single-token word initialising the learned class tokens
+    template: str  # one {} for the class: the paper's Table 1 (flowers and folder: gcpl's choice)
+    init_word: str  # single-token word initialising the learned class tokens (Table 1 = released code)
     test_fraction: float | None  # default held-out fraction; None: the dataset has an official split
     layout: str  # what the folder must hold
     download: str  # where to get it
     description: str
     loader: Callable[..., Split]
+    code_template: str | None = None  # the released code's template (src/diffusion/templates.json) where it differs
 
     def prompt(self, class_name: str) -> str:
         return self.template.format(class_name)
+
+    def template_for(self, preset: str) -> str:
+        """The `paper` preset trains and classifies with the released code's template."""
+        return self.code_template if preset == "paper" and self.code_template else self.template
 
 
 # Test fractions follow the authors' code (0.3 for ISIC2018 / LC25000 / FractalDB-60, 0.5 for CRC5k);
@@ -562,6 +567,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo(
         name='cars', title='StanfordCars', aliases=('stanford_cars', 'stanfordcars'),
         template='A photo of {}, a type of car.', init_word='car', test_fraction=None,
+        code_template='A photo of a {}, a type of car.',
         layout=(
             'devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ '
             'and cars_test/ (also accepted: the same under stanford_cars/, cars_annos.mat with car_ims/, or '
@@ -579,6 +585,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo(
         name='flowers102', title='Flowers102', aliases=('flowers', 'oxford_flowers102'),
         template='A photo of {}, a type of flower.', init_word='flower', test_fraction=None,
+        code_template='a photo of a {}, a type of flower.',
         layout='jpg/image_00001.jpg ..., imagelabels.mat and setid.mat (or the same under flowers-102/)',
         download=(
             'download 102flowers.tgz, imagelabels.mat and setid.mat from '
@@ -590,6 +597,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo(
         name='cornseeds', title='Corn seeds', aliases=('seeds', 'corn'),
         template='A photo of {} corn seed.', init_word='seed', test_fraction=0.3,
+        code_template='A photo of a {}, a type of corn seed.',
         layout=(
             'train.csv (columns image,label) with the images it lists, or one folder per class named pure, '
             'broken, discolored, silkcut'
