@@ -24,11 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import (
+    BUNDLED_NAMES,
     compile_setting,
     device_setting,
     dtype_setting,
     load_backbone,
     model_setting,
+    offline,
     recommended_training,
     resolution_setting,
     resolve_model_path,
@@ -37,7 +39,8 @@ from .classify import ClassifyConfig, DiffusionClassifier
 from .data.images import load_batch
 from .data.splits import Sample, Split, few_shot, read_samples, seeded_subset
 from .distributed import default_device_name, world
-from .errors import GcplError
+from .errors import GcplError, Interrupted
+from .interrupt import deferred_interrupt
 from .io import append_jsonl, read_json, read_jsonl, write_json
 from .latents import encode, encode_files
 from .results import merge_predictions, summarize
@@ -111,6 +114,7 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         if (out / "tokens.json").exists() and checkpoint_step(out / "checkpoint") == cfg.steps:
             return out  # finished with these settings: nothing to do
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
+    _note_bundled_model(job.model, support)
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
     single_token_id(bb.tokenizer, cfg.init_word)
@@ -149,8 +153,38 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     w.barrier()
     if w.is_main:
         write_tokens_index(out, classes, tokens, cfg.template, cfg.init_word)
+        _loss_curve(out, cfg)
     w.barrier()
     return out
+
+
+def _loss_curve(out: Path, cfg: TrainConfig) -> None:
+    rows = read_jsonl(out / "train_log.jsonl")
+    if not rows:
+        return
+    try:  # matplotlib is the optional [plots] extra
+        from .report import loss_curve_png
+
+        loss_curve_png(rows, out / "loss_curve.png", f"{cfg.method}: training loss (lr {cfg.lr:g}, batch {cfg.batch})")
+    except ImportError:
+        pass
+
+
+class BundledModelNote(UserWarning):
+    """The bundled model was pointed at images that are not from its procedural world."""
+
+
+def _note_bundled_model(model: str | None, support: list[Sample]) -> None:
+    """The bundled model knows shapes and IFS fractals only; say so when it gets other images."""
+    if model not in BUNDLED_NAMES and not (model is None and offline()):
+        return
+    if all((Path(s.path).parent.parent / "fractals.json").is_file() for s in support):
+        return  # written by `gcpl fractals`
+    import warnings
+
+    warnings.warn("the bundled model demonstrates the method in its own procedural world (shapes and IFS "
+                  "fractals from `gcpl fractals`); on other images, photos above all, it does not help: use a "
+                  "Stable Diffusion (e.g. --model CompVis/stable-diffusion-v1-4)", BundledModelNote, stacklevel=2)
 
 
 def _recommended(model_path: str) -> dict:
@@ -253,6 +287,20 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     pred_file = out / (f"predictions-rank{w.rank}of{w.size}.jsonl" if w.active else "predictions.jsonl")
     todo = [i for i in range(len(samples)) if i not in done_idx and w.owns(i)]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="eval", unit="img", disable=not progress)
+    with deferred_interrupt() as stop:
+        _score_all(job, clf, bb, samples, classes, todo, size, pred_file, bar, stop)
+    bar.close()
+    w.barrier()
+    if w.is_main:
+        merge_predictions(out)
+        summarize(out, classes)
+    w.barrier()
+    return read_json(out / "results.json")
+
+
+def _score_all(job, clf, bb, samples, classes, todo, size, pred_file, bar, stop) -> None:
+    """Score the `todo` images chunk by chunk, one JSONL line each as soon as it is known; Ctrl-C
+    ends after the chunk in hand (its lines are on disk)."""
     for j in range(0, len(todo), job.images_per_batch):
         chunk = todo[j : j + job.images_per_batch]
         loaded = load_batch([samples[i].path for i in chunk], size, strict=job.strict, allow_empty=True)
@@ -272,13 +320,10 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
                     "errors": {classes[c]: e for c, e in score.mean_error.items()},
                 })
         bar.update(len(chunk))
-    bar.close()
-    w.barrier()
-    if w.is_main:
-        merge_predictions(out)
-        summarize(out, classes)
-    w.barrier()
-    return read_json(out / "results.json")
+        if stop.requested and j + job.images_per_batch < len(todo):
+            bar.close()
+            done = len(samples) - len(todo) + j + len(chunk)
+            raise Interrupted(f"{done} of {len(samples)} images scored and kept in {pred_file}")
 
 
 def _calibrate(clf: DiffusionClassifier, job: EvalJob, bb, classes: list[str], size: int) -> None:

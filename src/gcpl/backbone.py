@@ -177,6 +177,29 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (HF_ENDPOINT) answers a TCP connection within `timeout` s.
+    Checked before downloading, so a machine without network fails in seconds instead of minutes
+    of retries; a model already in the local cache still loads."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def unreachable_message(model: str) -> str:
+    return (f"{model} is not in the local cache and the Hugging Face hub cannot be reached; use --model tiny "
+            "(the bundled model, no network) or a local folder, or set HF_HUB_OFFLINE=1 to use downloaded models "
+            "only")
+
+
 def load_backbone(model: str | None = None, device: str | None = None, dtype: str | None = None,
                   compile: bool = False) -> Backbone:
     """Load tokenizer, text encoder, VAE, UNet and the DDPM training schedule, all frozen.
@@ -199,13 +222,17 @@ def load_backbone(model: str | None = None, device: str | None = None, dtype: st
             f"{path} is not a diffusers Stable Diffusion folder (expected tokenizer/, text_encoder/, "
             "vae/, unet/ and scheduler/ inside)"
         )
+    cached_only = not local and not offline() and not hub_reachable()
+    kw = {"local_files_only": True} if cached_only else {}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dt)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
-        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dt, **kw)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt, **kw)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt, **kw)
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kw)
     except (OSError, ValueError) as e:
+        if cached_only:
+            raise GcplError(unreachable_message(path)) from None
         where = "folder" if local else "Hugging Face hub id"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GcplError(

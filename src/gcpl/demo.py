@@ -44,6 +44,8 @@ class DemoConfig:
     test_per_class: int = setting(12, "held-out test images per class")
     seed: int = setting(0, "benchmark, shots, training and classifier noise")
     model: str = model_setting("tiny")
+    clip_model: str = setting("tiny", "CLIPModel of the CLIP methods (default: the bundled tiny CLIP, pretrained "
+                              "on the same procedural images and captions as the bundled SD)")
     device: str | None = device_setting()
     steps: int | None = setting(None, "training steps of GCPL and CoMPLe (default: the demo's 300)")
     n_samples: tuple[int, ...] | None = setting(None, "classifier stages (default: the demo's schedule)")
@@ -112,31 +114,41 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     write_json(out / "config.json", {"command": "demo", "settings": asdict(cfg), "model": bb.describe(),
                                      "versions": versions()})
     results: dict[str, dict] = {}
+
+    def finished(method: str, m: dict, seconds: float) -> None:
+        timings[method] = seconds
+        results[method] = _row(m)
+        log(f"[{time.perf_counter() - t0:4.0f} s] {METHODS[method].label}: top-1 {100 * m['top1']:.1f}% "
+            f"({seconds:.0f} s)")
+
     # Longest first. With workers > 1 each method runs in its own single-threaded process: on a
     # small CPU two 1-thread processes do twice the work of one 2-thread process on tiny models.
     methods = sorted(cfg.methods, key=lambda m: -order(m))
+    log(f"[{time.perf_counter() - t0:4.0f} s] training and evaluating {len(methods)} methods"
+        + (f" in {min(cfg.workers, len(methods))} processes" if cfg.workers > 1 and len(methods) > 1 else "")
+        + " (each line below is one finished method)")
     if cfg.workers > 1 and len(methods) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_run_method, cfg, m, str(split_file), None, False) for m in methods]
-            done = [f.result() for f in futures]
+            for f in as_completed(futures):
+                finished(*f.result())
     else:
-        done = [_run_method(cfg, m, str(split_file), bb, progress) for m in methods]
-    for method, m, seconds in done:
-        timings[method] = seconds
-        results[method] = _row(m)
-        log(f"{method}: top-1 {100 * m['top1']:.1f}% ({seconds:.0f} s)")
+        for m in methods:
+            finished(*_run_method(cfg, m, str(split_file), bb, progress))
     results = {m: results[m] for m in cfg.methods}
 
     t = time.perf_counter()
     results.update(simple_baselines(bb, split))
     timings["baselines"] = time.perf_counter() - t
+    log(f"[{time.perf_counter() - t0:4.0f} s] simple baselines (pixel 1-NN, VAE-latent class means)")
     if cfg.samples and "gcpl" in cfg.methods:
         t = time.perf_counter()
         samples_png(bb, out / "gcpl" / "train", split, out / "samples.png", seed=cfg.seed)
         timings["samples"] = time.perf_counter() - t
+        log(f"[{time.perf_counter() - t0:4.0f} s] samples.png: images generated from the learned GCPL tokens")
     timings["total"] = time.perf_counter() - t0
 
     summary = {"chance": 1 / len(split.classes), "methods": results, "seconds": timings,
@@ -154,9 +166,11 @@ def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress
     t = time.perf_counter()
     if bb is None:  # a worker process: one thread, its own copy of the model
         torch.set_num_threads(1)
-        bb = load_backbone(cfg.model, cfg.device)
+        if METHODS[method].family == "diffusion":
+            bb = load_backbone(cfg.model, cfg.device)
     run = MethodRun(method=method, folder=Path(cfg.out) / method, data=split_file, shots=cfg.shots, seed=cfg.seed,
-                    template=TEMPLATE, init_word=INIT_WORD, model=cfg.model, device=cfg.device,
+                    template=TEMPLATE, init_word=INIT_WORD, model=cfg.model, clip_model=cfg.clip_model,
+                    device=cfg.device,
                     calibrate=0 if method == "zeroshot" else cfg.calibrate,
                     train=getattr(cfg, method) if method in ("gcpl", "comple") else TrainConfig(),
                     classify=cfg.classify)

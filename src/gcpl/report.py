@@ -66,3 +66,17 @@ def confusion_grid(mats: dict[str, list[list[int]]], classes: list[str], path: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def loss_curve_png(rows: list[dict], path: str | Path, title: str = "Training loss") -> None:
+    """The loss of train_log.jsonl rows ({"step", "loss"}) against the step."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 50 else None)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (mean over the logging interval)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

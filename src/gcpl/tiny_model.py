@@ -113,6 +113,13 @@ def save_pipeline_folder(components: dict, path: str | Path, card: dict | None =
         data = json.loads(cfg_file.read_text())
         data.pop("_use_default_values", None)
         cfg_file.write_text(json.dumps(data, indent=2, sort_keys=True))
+    # transformers loads a text encoder in the dtype its config names, diffusers a UNet in fp32:
+    # weights stored in fp16 must not make the text encoder fp16 while the UNet is fp32 (a plain
+    # StableDiffusionPipeline.from_pretrained would fail with "mat1 and mat2 ... Half and Float")
+    te_file = path / "text_encoder" / "config.json"
+    data = json.loads(te_file.read_text())
+    data["dtype"] = "float32"
+    te_file.write_text(json.dumps(data, indent=2, sort_keys=True))
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": _version("diffusers"),

@@ -27,6 +27,9 @@ def clean_warnings():
     count = WarningCount()
 
     def show(message, category, filename, lineno, file=None, line=None):
+        if category.__name__.endswith("Note"):  # advice, not a problem
+            print(f"note: {message}", file=sys.stderr)
+            return
         count.n += 1
         print(f"warning: {message}", file=sys.stderr)
 

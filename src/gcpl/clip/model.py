@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..backbone import offline, resolve_device, resolve_dtype
+from ..backbone import hub_reachable, offline, resolve_device, resolve_dtype, unreachable_message
 from ..errors import GcplError
 
 log = logging.getLogger(__name__)
@@ -252,12 +251,12 @@ def _preprocessor_config(path: str) -> dict | None:
         return None
 
 
-def _load_tokenizer(path: str):
+def _load_tokenizer(path: str, **load_kw):
     from transformers import CLIPTokenizer
 
     for where, kw in ((path, {}), (path, {"subfolder": "tokenizer"})):
         try:
-            return CLIPTokenizer.from_pretrained(where, **kw)
+            return CLIPTokenizer.from_pretrained(where, **kw, **load_kw)
         except Exception as e:  # noqa: BLE001 - try the next place
             log.debug("no CLIP tokenizer at %s %s (%s)", where, kw, e)
     log.info("no tokenizer files with %s; using OpenAI CLIP's BPE bundled with gcpl", path)
@@ -271,11 +270,13 @@ def load_clip(model: str | None = None, device: str | None = None, dtype: str | 
     path = resolve_clip_path(model)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    kw = {"local_files_only": True} if not Path(path).exists() and not offline() and not hub_reachable() else {}
     try:
-        net = CLIPModel.from_pretrained(path, dtype=torch.float32)
+        net = CLIPModel.from_pretrained(path, dtype=torch.float32, **kw)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline and not Path(path).exists() else ""
+        if kw:
+            raise GcplError(unreachable_message(path)) from None
+        hint = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline() and not Path(path).exists() else ""
         msg = " ".join(str(e).split())[:300]
         raise GcplError(f"cannot load a CLIPModel from {path}{hint}: {msg}; give a hub id, a CLIPModel folder "
                         "or 'tiny'") from None
@@ -283,7 +284,7 @@ def load_clip(model: str | None = None, device: str | None = None, dtype: str | 
     net = net.to(device=dev, dtype=dt).eval()
     net.requires_grad_(False)
     vocab = int(net.config.text_config.vocab_size)
-    tok = _load_tokenizer(path)
+    tok = _load_tokenizer(path, **kw)
     if len(tok) > vocab:
         raise GcplError(f"the tokenizer of {path} has {len(tok)} tokens but the text tower only {vocab}")
     return Clip(model_id=str(model or path), model=net, tokenizer=tok, device=dev, dtype=dt,
