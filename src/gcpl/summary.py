@@ -41,9 +41,14 @@ _RUN_DIR = re.compile(r"^shots(\d+)$"), re.compile(r"^seed(-?\d+)$")
 
 @dataclass
 class ReportJob:
-    """`gcpl report`: rebuild the tables and plots of an experiment folder from its finished runs."""
+    """`gcpl report`: rebuild the tables and plots of experiment folders from their finished runs;
+    with several folders (one per dataset) also the paper's Table 2 and Figure 3 across them."""
 
-    run_dir: str = setting(help="the experiment's --out folder", flag="")
+    run_dirs: tuple[str, ...] = setting(help="experiment --out folder(s); several: also table2.md/.csv and "
+                                        "figure3.png across them", flag="")
+    shots: int | None = setting(None, "several folders: the shots of Table 2 (default: the largest present)")
+    out: str | None = setting(None, "several folders: where table2.* and figure3.png go (default: their common "
+                              "parent folder)")
 
 
 @dataclass
@@ -245,6 +250,15 @@ def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    draw_accuracy(ax, rows, title or "Top-1 accuracy vs shots (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_accuracy(ax, rows: list[dict], title: str, fontsize: int = 10) -> None:
+    """One accuracy-vs-shots panel on `ax` from (method, shots) rows with top1_mean / top1_std."""
     trained = sorted({r["method"] for r in rows if uses_shots(r["method"])}, key=lambda m: (_order(m), m))
     xs = sorted({r["shots"] for r in rows if uses_shots(r["method"])})
     for m in trained:
@@ -265,14 +279,10 @@ def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
         ax.minorticks_off()
     lo, hi = ax.get_ylim()
     ax.set_ylim(max(lo, -2.0), min(hi, 102.0))  # error bars of accuracies may reach past 0 or 100
-    ax.set_xlabel("shots (training images per class)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title or "Top-1 accuracy vs shots (mean ± std over seeds)")
+    ax.set_xlabel("shots (training images per class)", fontsize=fontsize)
+    ax.set_ylabel("top-1 accuracy (%)", fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize)
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def summarize_experiment(out: str | Path) -> dict:

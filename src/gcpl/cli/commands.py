@@ -88,10 +88,16 @@ def experiment(cfg: ExperimentConfig, given: set[str]) -> None:
 def report(job: ReportJob, given: set[str]) -> None:
     from pathlib import Path
 
+    from ..paper_table import report_datasets
     from ..summary import summarize_experiment
 
-    s = summarize_experiment(job.run_dir)
-    print(f"{len(s['runs'])} finished runs -> {Path(job.run_dir)}/summary.md, summary.csv, accuracy_vs_shots.png")
+    if len(job.run_dirs) == 1:
+        s = summarize_experiment(job.run_dirs[0])
+        print(f"{len(s['runs'])} finished runs -> {Path(job.run_dirs[0])}/summary.md, summary.csv, "
+              "accuracy_vs_shots.png")
+        return
+    t = report_datasets(list(job.run_dirs), job.out, job.shots)
+    print(f"Table 2 ({len(t['datasets'])} datasets, {t['shots']} shots) -> {', '.join(t['files'])}")
 
 
 def prepare(job: PrepareJob, given: set[str]) -> None:

@@ -118,10 +118,12 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
                 kw["help"] = f"{help_} (default: {_fmt(default)})" if help_ else f"default: {_fmt(default)}"
         if flag == "":  # positional
             kw.pop("dest")
+            if typing.get_origin(_scalar(tp)[0]) is tuple:  # one or more values
+                kw["nargs"], kw["type"] = "+", _checked(typing.get_args(_scalar(tp)[0])[0])
             if default is dataclasses.MISSING:
                 kw.pop("default")
             else:
-                kw["nargs"] = "?"
+                kw["nargs"] = "*" if kw.get("nargs") == "+" else "?"
             parser.add_argument(f.name, **kw)
             continue
         if default is dataclasses.MISSING:
@@ -133,7 +135,7 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
 
 def build(cls, ns: argparse.Namespace, **overrides):
     """cls from parsed options (dataclass defaults for what was not given) -> (obj, given names)."""
-    values = vars(ns)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}  # nargs lists
     given = {f.name for f, _ in option_fields(cls) if f.name in values}
     return _build(cls, values, overrides), given
 
