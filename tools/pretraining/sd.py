@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gcpl.io import append_jsonl, read_jsonl, write_json
+from gcpl import checkpoint
+from gcpl.io import append_jsonl, read_jsonl
 from gcpl.losses import add_noise
 from gcpl.losses import target as noise_target
 from gcpl.tiny_model import TinySDConfig, build_components
@@ -145,10 +145,9 @@ def lr_at(step: int, base: float, total: int, warmup: int, schedule: str, min_ra
 
 def init_source(ckpt_dir: str | Path) -> dict:
     """Identity of the finished run in `ckpt_dir` (its settings and step), for `PretrainConfig.init`."""
-    path = _latest(Path(ckpt_dir))
-    if path is None:
+    state = checkpoint_state(ckpt_dir)  # the weights are read by pretrain()
+    if state is None:
         raise ValueError(f"--init-from: no checkpoint in {ckpt_dir} (expected latest.json there)")
-    state = json.loads((path / "state.json").read_text())  # the weights are read by pretrain()
     if state["stage"] != STAGE_UNET or state["step"] != state["config"]["steps"]:
         raise ValueError(f"--init-from: {ckpt_dir} holds an unfinished run (stage {state['stage']} step "
                          f"{state['step']}); finish it with --resume first")
@@ -188,94 +187,48 @@ class _Tokens:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: safetensors + JSON, never pickle
-
-
-def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            t = v if torch.is_tensor(v) else torch.tensor(v)
-            tensors[f"{pid}.{k}"] = t.detach().cpu().contiguous()
-    return tensors, sd["param_groups"]
-
-
-def _load_optim(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
-    state: dict = {}
-    for key, t in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = t
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _module_tensors(prefix: str, module: torch.nn.Module) -> dict:
-    return {f"{prefix}.{k}": v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def _load_module(module: torch.nn.Module, prefix: str, tensors: dict) -> None:
-    sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    module.load_state_dict(sd, strict=True)
+# Checkpoints: gcpl.checkpoint snapshots (one safetensors file, JSON state in its header), rotated
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict, models: dict, optim: torch.optim.Optimizer | None,
                     ema: list[torch.Tensor] | None, keep: int = 2) -> Path:
-    """Write checkpoints/<stage>-<step>/ then point checkpoints/latest.json at it (atomically)."""
-    from safetensors.torch import save_file
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{state['stage']}-{state['step']:07d}"
-    tmp = ckpt_dir / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    """Write ckpt_dir/<stage>-<step>.safetensors (models as "<name>.<key>", the EMA as "ema.<i>",
+    the optimizer as "optim.*") and point ckpt_dir/latest.json at it; keep the newest `keep`
+    snapshots of the current stage and the last one of every earlier stage."""
     tensors = {}
     for prefix, m in models.items():
-        tensors.update(_module_tensors(prefix, m))
+        tensors.update(checkpoint.module_tensors(prefix, m))
     if ema is not None:
-        tensors.update({f"ema.{i}": t.detach().cpu().contiguous().clone() for i, t in enumerate(ema)})
-    save_file(tensors, str(tmp / "model.safetensors"))
+        tensors.update({f"ema.{i}": t.detach().cpu().clone() for i, t in enumerate(ema)})
     meta = dict(state)
     if optim is not None:
-        ot, groups = _optim_tensors(optim)
-        save_file(ot, str(tmp / "optim.safetensors"))
-        meta["optim_param_groups"] = groups
-    write_json(tmp / "state.json", meta)
-    final = ckpt_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    write_json(ckpt_dir / "latest.json", {"checkpoint": name})
-    # keep the newest `keep` checkpoints of the current stage plus the last one of each stage
-    done = sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    by_stage: dict[str, list[Path]] = {}
-    for p in done:
-        by_stage.setdefault(p.name.split("-")[0], []).append(p)
-    for stage, ps in by_stage.items():
-        for p in ps[: -keep if stage == state["stage"] else -1]:
-            if p != final:
-                shutil.rmtree(p, ignore_errors=True)
-    return final
+        ot, meta["optim_param_groups"] = checkpoint.optimizer_tensors(optim)
+        tensors.update(ot)
+
+    def old(names: list[str]) -> list[str]:
+        by_stage: dict[str, list[str]] = {}
+        for n in names:
+            by_stage.setdefault(n.split("-")[0], []).append(n)
+        return [n for st, ns in by_stage.items() for n in ns[: -keep if st == state["stage"] else -1]]
+
+    return checkpoint.save_rotating(ckpt_dir, f"{state['stage']}-{state['step']:07d}", tensors, meta, keep=old)
 
 
-def _latest(ckpt_dir: Path) -> Path | None:
-    latest = ckpt_dir / "latest.json"
-    return ckpt_dir / json.loads(latest.read_text())["checkpoint"] if latest.exists() else None
+def checkpoint_state(ckpt_dir: str | Path) -> dict | None:
+    """The JSON state of the latest snapshot in ckpt_dir (no tensors read); None when there is none."""
+    path = checkpoint.latest(ckpt_dir)
+    return None if path is None else checkpoint.read_meta(path)
 
 
 def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict | None] | None:
-    from safetensors.torch import load_file
-
-    path = _latest(ckpt_dir)
+    """(state, tensors, tensors again when they hold an optimizer state else None) of the latest
+    snapshot; None when there is none. Load modules with gcpl.checkpoint.load_module(m, prefix,
+    tensors) and the optimizer with gcpl.checkpoint.load_optimizer(opt, tensors, groups)."""
+    path = checkpoint.latest(ckpt_dir)
     if path is None:
         return None
-    state = json.loads((path / "state.json").read_text())
-    model = load_file(str(path / "model.safetensors"))
-    optim = load_file(str(path / "optim.safetensors")) if (path / "optim.safetensors").exists() else None
-    return state, model, optim
+    tensors, state = checkpoint.load(path)
+    return state, tensors, (tensors if any(k.startswith("optim.") for k in tensors) else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,10 +274,10 @@ def pretrain(
             diff = {k for k in cfg.identity() if cfg.identity()[k] != state["config"].get(k)}
             raise ValueError(f"--resume: checkpoint in {ckpt_dir} was made with different settings: {sorted(diff)}")
         log(f"resume: stage {state['stage']} step {state['step']}")
-        _load_module(vae, "vae", model_t)
+        checkpoint.load_module(vae, "vae", model_t)
         if state["stage"] in (STAGE_UNET, STAGE_DONE):
-            _load_module(te, "text_encoder", model_t)
-            _load_module(unet, "unet", model_t)
+            checkpoint.load_module(te, "text_encoder", model_t)
+            checkpoint.load_module(unet, "unet", model_t)
         # drop log lines written after this checkpoint (they will be written again)
         order = [STAGE_VAE, STAGE_UNET, STAGE_DONE]
         keep = [r for r in read_jsonl(log_path)
@@ -341,9 +294,9 @@ def pretrain(
         if src[0]["config"]["model"] != cfg.identity()["model"]:
             raise ValueError("--init-from: the source run has a different model size; use the same model flags")
         _, model_t, _ = src
-        _load_module(vae, "vae", model_t)
-        _load_module(te, "text_encoder", model_t)
-        _load_module(unet, "unet", model_t)
+        checkpoint.load_module(vae, "vae", model_t)
+        checkpoint.load_module(te, "text_encoder", model_t)
+        checkpoint.load_module(unet, "unet", model_t)
         if "ema.0" in model_t:
             with torch.no_grad():
                 for i, p_ in enumerate(list(te.parameters()) + list(unet.parameters())):
@@ -373,7 +326,7 @@ def pretrain(
     if state["stage"] == STAGE_VAE:
         opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         if ckpt is not None and ckpt[2] is not None:
-            _load_optim(opt, ckpt[2], state["optim_param_groups"])
+            checkpoint.load_optimizer(opt, ckpt[2], state["optim_param_groups"])
         vae.train()
         t0, acc, n_acc = time.perf_counter(), torch.zeros(2, device=device), 0
         base_seconds = state["seconds"].get("vae", 0.0)
@@ -465,7 +418,7 @@ def pretrain(
     if ckpt is not None:
         state_c, model_t, optim_t = ckpt
         if optim_t is not None:
-            _load_optim(opt, optim_t, state["optim_param_groups"])
+            checkpoint.load_optimizer(opt, optim_t, state["optim_param_groups"])
         if ema is not None and "ema.0" in model_t:
             ema = [model_t[f"ema.{i}"].to(device) for i in range(len(params))]
     del ckpt
