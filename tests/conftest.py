@@ -54,3 +54,15 @@ def make_class_folder(root, classes=("red", "green", "blue"), per_class=4, size=
 @pytest.fixture
 def class_folder(tmp_path):
     return make_class_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """A run trained for 2 steps on 3 classes x 2 images of the tiny random model (predict, sample)."""
+    from gcpl.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = make_class_folder(root / "data", per_class=2)
+    assert main(["train", str(data), "--out", str(root / "run"), "--model", str(tiny_model_dir), "--shots", "2",
+                 "--steps", "2", "--template", "a photo of {}.", "--init-word", "object"]) == 0
+    return root / "run"

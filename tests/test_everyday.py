@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+import torch
 from conftest import make_class_folder
 
 from gcpl.cli import main
@@ -186,6 +187,23 @@ def test_the_bundled_model_on_other_images_prints_a_note(tmp_path, capsys):
 def test_a_run_folder_has_its_loss_curve(tiny_model_dir, class_folder, tmp_path):
     assert _train(tiny_model_dir, class_folder, tmp_path / "r") == 0
     assert (tmp_path / "r" / "loss_curve.png").stat().st_size > 3000
+
+
+def test_validation_images_every_n_steps_leave_training_unchanged(tiny_model_dir, class_folder, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    assert _train(tiny_model_dir, class_folder, tmp_path / "plain") == 0
+    assert _train(tiny_model_dir, class_folder, tmp_path / "watched", "--validation-every", "3",
+                  "--validation-classes", "red,blue", "--validation-images", "1") == 0
+    shots = sorted(p.name for p in (tmp_path / "watched" / "validation").iterdir())
+    assert shots == ["step3.png", "step4.png"]  # every 3 steps, and the last
+    for f in sorted((tmp_path / "plain" / "embeddings").iterdir()):
+        a, b = load_file(f), load_file(tmp_path / "watched" / "embeddings" / f.name)
+        assert all(torch.equal(a[k], b[k]) for k in a), f.name  # drawing images does not change training
+    assert not (tmp_path / "plain" / "validation").exists()
+    assert _train(tiny_model_dir, class_folder, tmp_path / "bad", "--validation-every", "2",
+                  "--validation-classes", "purple") == 2
+    assert "'purple' is not a class" in _err(capsys) and not (tmp_path / "bad").exists()
 
 
 # --- 5. no network: fail in seconds ----------------------------------------------------------------------------

@@ -40,18 +40,22 @@ from .data.images import load_batch
 from .data.splits import Sample, Split, few_shot, read_samples, seeded_subset
 from .distributed import default_device_name, world
 from .errors import GcplError, Interrupted
+from .evidence import FILE as EVIDENCE_FILE
+from .evidence import load_or_learn_evidence
 from .interrupt import deferred_interrupt
 from .io import append_jsonl, read_json, read_jsonl, write_json
 from .latents import encode, encode_files
+from .predict import PredictJob, predict
 from .results import merge_predictions, summarize
 from .runs import check_same_job, load_run, run_fingerprint, save_embeddings, stored_settings, versions, write_tokens_index
+from .sample import generate, label_grid
 from .settings import plain, setting
 from .tokens import PromptSlot, check_template, encode_prompts, encode_slot_prompts, single_token_id, token_names
 from .train import TrainConfig, Trainer, check_resumable, checkpoint_step, run_training
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalJob", "TrainJob", "evaluate", "load_run", "summarize", "train", "versions"]
+__all__ = ["EvalJob", "PredictJob", "TrainJob", "evaluate", "load_run", "predict", "summarize", "train", "versions"]
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -72,11 +76,21 @@ class TrainJob:
     resume: bool = setting(False, "continue the run in --out from its checkpoint, with its stored settings",
                            identity=False)
     compile: bool = compile_setting()
+    validation_every: int = setting(0, "every N steps, generate images of --validation-classes from the tokens so "
+                                    "far into RUN/validation/stepN.png (0: never)", identity=False, metavar="N")
+    validation_classes: tuple[str, ...] | None = setting(
+        None, "classes drawn by --validation-every, comma-separated (default: the first 4)", identity=False,
+        metavar="NAME")
+    validation_images: int = setting(2, "images per class at each validation", identity=False)
     train: TrainConfig = setting(default_factory=TrainConfig, help="training settings")
 
     def __post_init__(self):
         if self.shots < 1:
             raise GcplError(f"--shots must be at least 1, got {self.shots}")
+        if isinstance(self.validation_classes, str):
+            self.validation_classes = (self.validation_classes,)
+        if self.validation_every < 0 or self.validation_images < 1:
+            raise GcplError("--validation-every must be at least 0 and --validation-images at least 1")
 
 
 def resume_settings(job: TrainJob, given: set[str]) -> TrainJob:
@@ -108,6 +122,7 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
     job = TrainJob(**{**job.__dict__, "train": job.train.resolved(recommended)})
     cfg = job.train
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
+    shown = _validation_classes(job, classes)
     if (out / "config.json").exists():
         check_same_job(out, job, classes, "a training run")
         check_resumable(out / "checkpoint", cfg.steps)
@@ -147,7 +162,10 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         })
         Split(classes=classes, train=kept).to_json(out / "split.json")
     w.barrier()
-    state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag)
+    if shown and w.active:
+        log.warning("validation images are not drawn in multi-process runs (--validation-every ignored)")
+    hook = _validation_hook(job, bb, classes, shown, out, size) if shown and not w.active else None
+    state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag, after_step=hook)
     if w.is_main or (w.active and cfg.method == "gcpl"):
         save_embeddings(out, my_tokens, state.vectors)
     w.barrier()
@@ -156,6 +174,40 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         _loss_curve(out, cfg)
     w.barrier()
     return out
+
+
+def _validation_classes(job: TrainJob, classes: list[str]) -> list[str]:
+    """The classes drawn at each validation (checked before anything is written)."""
+    if not job.validation_every:
+        return []
+    wanted = list(job.validation_classes or classes[:4])
+    unknown = [c for c in wanted if c not in classes]
+    if unknown:
+        raise GcplError(f"--validation-classes: {unknown[0]!r} is not a class of the data ({len(classes)} classes: "
+                        f"{', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''})")
+    return wanted
+
+
+def _validation_hook(job: TrainJob, bb, classes: list[str], shown: list[str], out: Path, size: int):
+    """after_step for run_training: every job.validation_every steps (and at the last), images of the
+    `shown` classes generated from the vectors so far (fixed seeds: the same noise at every
+    validation), as one labelled grid in out/validation/stepN.png. Training is unaffected: the
+    pipeline draws its noise from its own generators and never touches the trained vectors."""
+    cfg = job.train
+    slot = PromptSlot.from_template(bb.tokenizer, cfg.template, cfg.init_word)
+    rows = torch.tensor([classes.index(c) for c in shown])
+
+    def hook(st) -> None:
+        if st.step % job.validation_every and st.step != cfg.steps:
+            return
+        with torch.no_grad():
+            embeds = encode_slot_prompts(bb.text_encoder, slot, st.vectors.detach()[rows].to(bb.device))
+        images = generate(bb, embeds, job.validation_images, size)
+        path = out / "validation" / f"step{st.step}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        label_grid([(f"{name} (step {st.step})", list(row)) for name, row in zip(shown, images)]).save(path)
+
+    return hook
 
 
 def _loss_curve(out: Path, cfg: TrainConfig) -> None:
@@ -267,17 +319,27 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
         if stored.get("run_tokens", tokens_digest) != tokens_digest:
             raise GcplError(f"{out} holds an evaluation of other class tokens (the run was trained further or "
                             "anew since); remove it or evaluate into another --out")
-    n_samples, keep = job.classify.schedule(len(classes))
     latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
     clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
+    schedule = job.classify.describe(len(classes))
+    if job.run and job.classify.racing:
+        # learned once on the support set by the main process, stored in the run folder, read by the others
+        if w.is_main:
+            load_or_learn_evidence(job.run, clf, classes, size, log=log.info)
+        w.barrier()
+        evidence = load_or_learn_evidence(job.run, clf, classes, size)
+        clf.use_evidence(evidence)
+        schedule["evidence"] = (f"{Path(job.run) / EVIDENCE_FILE} (learned on the support set)" if evidence
+                                else "none (--evidence-shots 0: timesteps evenly spread, equal weights)")
+    elif job.classify.racing:
+        schedule["evidence"] = "none (zero-shot has no support set: timesteps evenly spread, equal weights)"
     if job.calibrate:
         _calibrate(clf, job, bb, classes, size)
     w.barrier()
     if w.is_main:
         write_json(out / "config.json", {
             "command": "eval", "settings": plain(job), "source": source, "run_tokens": tokens_digest,
-            "template": template, "classes": classes,
-            "schedule": {"n_samples": list(n_samples), "keep": list(keep)}, "resolution": size,
+            "template": template, "classes": classes, "schedule": schedule, "resolution": size,
             "model": bb.describe(), "versions": versions(),
         })
         merge_predictions(out)  # fold shard files of an earlier multi-process run in; drop torn lines

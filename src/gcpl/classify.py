@@ -2,11 +2,22 @@
 Secretly a Zero-Shot Classifier").
 
 For each image: one latent (the VAE distribution mean), a pool of evenly spaced timesteps with
-one fixed noise each, shared by every class and every image; a class's score is its mean
-denoising error over the (t, noise) pairs evaluated; the lowest wins. Adaptive schedule: stage k
-evaluates n_samples[k] pairs (nested, evenly spaced subsets of the pool, cumulative) for the
-classes still in the race, then keeps the best keep[k]. UNet calls are batched over (image,
-class, timestep) triples of several images at once.
+one fixed noise each, shared by every class and every image; a class's score is its (weighted)
+mean denoising error over the (t, noise) pairs evaluated; the lowest wins. UNet calls are batched
+over (image, class, pool index) triples of several images at once. Two ways to spend the calls:
+
+- racing (the default, gcpl.racing): every class still in the race is evaluated on the same next
+  pairs, and a class is dropped once a paired test says it is worse than the best (Clark & Jaini
+  2023); the pairs come in the order, and with the weights, learned from the support set
+  (gcpl.evidence: the timesteps that separate the classes best first), or evenly spread without.
+  Knobs: a budget of UNet calls per image and the test's confidence.
+- fixed stages (`n_samples`/`keep`): stage k evaluates n_samples[k] pairs (cumulative) for the
+  classes still in the race, then keeps the best keep[k]; `spacing="li"` re-spaces every stage
+  over the pool exactly as Li et al. do (their Flowers schedule 20,50,100,500 keep 20,10,5,1 is
+  `spacing="li"` alone), "nested" makes each stage add only new timesteps.
+
+The racing pool is Li et al.'s (500 timesteps, one noise each, drawn from the same seed), so a
+racing classifier and Li et al.'s schedule with the same seed evaluate the same (t, noise) pairs.
 """
 
 from __future__ import annotations
@@ -17,30 +28,75 @@ import torch
 
 from .errors import GcplError
 from .losses import denoising_error
+from .racing import Race
 from .settings import setting
+
+#: racing draws its (t, noise) pairs from Li et al.'s pool: 500 timesteps, one noise each
+POOL = 500
+#: Li et al.'s Flowers schedule (their adaptive schedule for about 100 classes)
+LI_SCHEDULE = ((20, 50, 100, 500), (20, 10, 5, 1))
 
 
 @dataclass
 class ClassifyConfig:
     n_samples: tuple[int, ...] | None = setting(
-        None, "classifier: cumulative (t, noise) pairs per stage, e.g. 20,50,100,500 (default: gcpl's schedule "
-        "for the class count)")
-    keep: tuple[int, ...] | None = setting(None, "classifier: classes kept after each stage, e.g. 20,10,5,1")
+        None, "classifier: fixed stages instead of racing: cumulative (t, noise) pairs per stage, e.g. "
+        "20,50,100,500 (with --keep)")
+    keep: tuple[int, ...] | None = setting(None, "classifier: fixed stages: classes kept after each stage, e.g. 20,10,5,1")
     norm: str = setting("l2", "error norm: l2 (paper) or l1", choices=("l2", "l1"))
     batch: int = setting(64, "UNet samples per call", identity=False)
     seed: int = setting(0, "seeds the classifier's shared noise (and --limit's subset)")
     spacing: str = setting(
-        "nested", "nested: each stage adds new timesteps to the last's; li: Li et al.'s re-spaced stages",
-        choices=("nested", "li"))
+        "race", "race: drop classes on paired evidence (default; with --n-samples/--keep: nested stages); "
+        "nested: fixed stages, each adding new timesteps (alone: gcpl's former default stages); li: Li et al.'s "
+        "re-spaced stages (alone: their Flowers schedule 20,50,100,500 keep 20,10,5,1)",
+        choices=("race", "nested", "li"))
+    budget: int | None = setting(
+        None, "racing: most UNet calls per image (default: 3 per class + 200)")
+    confidence: float = setting(0.99, "racing: confidence of the paired test that drops a class")
+    evidence_shots: int = setting(
+        2, "racing: support images per class that learn which timesteps separate the classes (0: none)")
+
+    @property
+    def racing(self) -> bool:
+        return self.spacing == "race" and self.n_samples is None and self.keep is None
 
     def schedule(self, n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        if self.spacing not in ("nested", "li"):
-            raise GcplError(f"--spacing {self.spacing!r} is unknown; use nested or li")
+        """(n_samples, keep) of the fixed stages; ((), ()) when racing."""
+        if self.spacing not in ("race", "nested", "li"):
+            raise GcplError(f"--spacing {self.spacing!r} is unknown; use race, nested or li")
+        if self.racing:
+            return (), ()
         if self.n_samples is None and self.keep is None:
+            if self.spacing == "li":
+                return check_schedule(*LI_SCHEDULE, n_classes)
             return default_schedule(n_classes)
         if self.n_samples is None or self.keep is None:
             raise GcplError("give both --n-samples and --keep (one value per stage), or neither")
         return check_schedule(tuple(self.n_samples), tuple(self.keep), n_classes)
+
+    def budget_for(self, n_classes: int) -> int:
+        """Racing's budget of UNet calls per image for the class count."""
+        budget = default_budget(n_classes) if self.budget is None else self.budget
+        if budget < n_classes:
+            raise GcplError(f"--budget {budget} is less than one UNet call per class ({n_classes} classes)")
+        return budget
+
+    def describe(self, n_classes: int) -> dict:
+        """What produced the predictions, for config.json and summaries."""
+        if self.racing:
+            return {"method": "race", "budget": self.budget_for(n_classes), "confidence": self.confidence,
+                    "evidence_shots": self.evidence_shots, "pool": POOL}
+        n, k = self.schedule(n_classes)
+        return {"method": "stages", "spacing": "nested" if self.spacing == "race" else self.spacing,
+                "n_samples": list(n), "keep": list(k)}
+
+
+def default_budget(n_classes: int) -> int:
+    """Racing's default budget: 3 UNet calls per class and 200 more for the close calls (500 at
+    100 classes, where Li et al.'s schedule spends 5,550); chosen on development images, see
+    docs/PERFORMANCE.md."""
+    return 3 * n_classes + 200
 
 
 def check_schedule(n_samples, keep, n_classes):
@@ -55,10 +111,10 @@ def check_schedule(n_samples, keep, n_classes):
 
 
 def default_schedule(n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """gcpl's default (nested stages): a cheap first look at every class, more (t, noise) pairs
-    only for the survivors; about 5 UNet calls per class and image at 100 classes, where Li et
-    al.'s Flowers schedule (20,50,100,500 keep 20,10,5,1) spends 56. Measured trade-offs are in
-    docs/PERFORMANCE.md; pass --n-samples/--keep (and --spacing li) for Li et al.'s schedules."""
+    """gcpl's former default (`--spacing nested` alone; nested stages): a cheap first look at
+    every class, more (t, noise) pairs only for the survivors; about 5 UNet calls per class and
+    image at 100 classes, where Li et al.'s Flowers schedule spends 56. Racing replaced it as the
+    default (docs/PERFORMANCE.md)."""
     C = n_classes
     if C <= 5:
         return (32,), (1,)  # 32 C calls
@@ -93,9 +149,11 @@ def nested_order(pool_size: int) -> list[int]:
 class ImageScore:
     pred: int
     ranking: list[int]  # classes best first (later survivors before earlier drop-outs)
-    mean_error: dict[int, float]  # class -> mean error over its evaluated pairs (/ its calibration scale)
+    mean_error: dict[int, float]  # class -> (weighted) mean error over its evaluated pairs (/ its calibration scale)
     unet_calls: int
-    stage_reached: dict[int, int] = field(default_factory=dict)
+    stage_reached: dict[int, int] = field(default_factory=dict)  # fixed stages: class -> last stage it was in
+    pairs: dict[int, int] = field(default_factory=dict)  # racing: class -> (t, noise) pairs evaluated
+    stop: str = ""  # racing: why it stopped ("one left", "budget" or "pool")
 
 
 class DiffusionClassifier:
@@ -103,13 +161,28 @@ class DiffusionClassifier:
         """class_embeds: (C, L, D) prompt embeddings, each class prompt encoded once per run."""
         self.bb, self.cfg = backbone, cfg
         self.embeds = class_embeds.to(backbone.device, backbone.dtype)
+        self.latent_shape = tuple(latent_shape)
         C = class_embeds.shape[0]
         self.n_samples, self.keep = cfg.schedule(C)
+        self.budget = cfg.budget_for(C) if cfg.racing else None
+        pool = min(POOL, backbone.num_train_timesteps) if cfg.racing else self.n_samples[-1]
         g = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU: the same noise on every device
-        self.noise = torch.randn((self.n_samples[-1], *latent_shape), generator=g).to(backbone.device)
-        self.ts = timestep_pool(self.n_samples[-1], backbone.num_train_timesteps).to(backbone.device)
+        self.noise = torch.randn((pool, *latent_shape), generator=g).to(backbone.device)
+        self.ts = timestep_pool(pool, backbone.num_train_timesteps).to(backbone.device)
         self.scale = torch.ones(C, dtype=torch.float64)  # per-class error scale (see calibrate)
-        self._order = nested_order(len(self.ts)) if cfg.spacing == "nested" else None
+        self._order = nested_order(len(self.ts)) if cfg.spacing != "li" else None
+        self.evidence = None
+        self.race_order, self.race_weights = list(self._order or []), torch.ones(pool, dtype=torch.float64)
+        self.race_options: dict = {}  # gcpl.racing.Race keyword overrides (benchmarks)
+
+    def use_evidence(self, evidence) -> None:
+        """Race in the order, and with the weights, that `evidence` (gcpl.evidence.Evidence, learned
+        on the support set) gives the pool's timesteps; None: evenly spread, equal weights."""
+        self.evidence = evidence
+        if evidence is None:
+            self.race_order, self.race_weights = list(self._order), torch.ones(len(self.ts), dtype=torch.float64)
+        else:
+            self.race_order, self.race_weights = evidence.pool_plan(self.ts.cpu(), self._order)
 
     def stage_indices(self, n: int) -> list[int]:
         """Pool indices of a stage with n (t, noise) pairs, per the configured spacing."""
@@ -120,11 +193,11 @@ class DiffusionClassifier:
 
         Some learned tokens denoise *every* image a little better than others, and predictions
         pile onto them. With E[m, c] the mean error of class c on support image m over the first
-        stage's timesteps, class c's level is b_c = mean of E[m, c] over images m of OTHER classes
-        (its own images would reward fitting them); scores are then errors / (b_c / mean(b)).
-        Returns the UNet calls spent."""
+        stage's timesteps (racing: the first 8 pairs of its order), class c's level is b_c = mean
+        of E[m, c] over images m of OTHER classes (its own images would reward fitting them);
+        scores are then errors / (b_c / mean(b)). Returns the UNet calls spent."""
         C = self.n_classes
-        ks = self.stage_indices(self.n_samples[0])
+        ks = self.race_order[:8] if self.cfg.racing else self.stage_indices(self.n_samples[0])
         triples = [(m, c, k) for m in range(len(x0)) for c in range(C) for k in ks]
         E = self._errors(x0, triples).double().view(len(x0), C, len(ks)).mean(2)
         other = labels[:, None] != torch.arange(C)[None, :]  # (M, C)
@@ -135,6 +208,18 @@ class DiffusionClassifier:
     @property
     def n_classes(self) -> int:
         return self.embeds.shape[0]
+
+    @torch.no_grad()
+    def errors_at(self, x0: torch.Tensor, classes: torch.Tensor, noise: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """(B,) errors of latents x0 (B, ...) for classes (B,) at noise (B, ...) and timesteps (B,), batched."""
+        bb, out = self.bb, []
+        for i in range(0, len(classes), self.cfg.batch):
+            sl = slice(i, i + self.cfg.batch)
+            err = denoising_error(bb.unet, x0[sl].to(bb.device), noise[sl].to(bb.device), ts[sl].to(bb.device),
+                                  self.embeds[classes[sl].to(bb.device)], bb.alphas_cumprod, bb.prediction_type,
+                                  self.cfg.norm)
+            out.append(err.cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
     def _errors(self, x0: torch.Tensor, triples: list[tuple[int, int, int]]) -> torch.Tensor:
@@ -151,6 +236,34 @@ class DiffusionClassifier:
 
     def score(self, x0: torch.Tensor) -> list[ImageScore]:
         """x0: (M, C, h, w) scaled latents of M images -> one ImageScore each."""
+        return self._race(x0) if self.cfg.racing else self._stages(x0)
+
+    def _race(self, x0: torch.Tensor) -> list[ImageScore]:
+        """Racing (gcpl.racing): all images' rounds share the UNet batches."""
+        races = [Race(self.n_classes, self.race_order, self.race_weights, self.budget, self.cfg.confidence,
+                      **self.race_options) for _ in range(x0.shape[0])]
+        while True:
+            triples, sizes = [], []
+            for m, race in enumerate(races):
+                req = race.request()
+                triples += [(m, c, k) for c, k in req]
+                sizes.append(len(req))
+            if not triples:
+                break
+            cls = torch.tensor([c for _, c, _ in triples])
+            err = self._errors(x0, triples).double() / self.scale[cls]
+            for race, part in zip(races, err.split(sizes)):
+                if len(part):
+                    race.feed(part)
+        out = []
+        for race in races:
+            r = race.result()
+            out.append(ImageScore(pred=r.pred, ranking=r.ranking, mean_error=r.mean_error, unet_calls=r.calls,
+                                  pairs=r.pairs, stop=r.stop))
+        return out
+
+    def _stages(self, x0: torch.Tensor) -> list[ImageScore]:
+        """Fixed stages (nested or Li et al.'s spacing)."""
         M, C = x0.shape[0], self.n_classes
         sums = torch.zeros(M, C, dtype=torch.float64)
         counts = torch.zeros(M, C, dtype=torch.long)

@@ -25,12 +25,16 @@ from .data.splits import Split
 from .errors import GcplError
 from .io import atomic_write_text, read_json, write_json
 from .latents import encode
-from .methods import METHODS, MethodRun, method_names, order, run_method
+from .methods import METHODS, MethodRun, method_names, run_method
 from .metrics import compute_metrics
-from .runs import load_run, versions
+from .runs import versions
 from .settings import setting
 from .train import TrainConfig
 
+# zero-shot, GCPL, CoMPLe and the CLIP competitors that fit the demo's time (CoCoOp, MaPLe,
+# PromptSRC: --methods all)
+DEMO_METHODS = ("zeroshot", "gcpl", "comple", "clip-zs", "linear-probe", "tip-adapter", "tip-adapter-f", "coop",
+                "kgcoop")
 TEMPLATE = "{} fractal."  # the paper's Table 1 template for fractals
 INIT_WORD = "fractal"
 
@@ -50,8 +54,8 @@ class DemoConfig:
     steps: int | None = setting(None, "training steps of GCPL and CoMPLe (default: the demo's 300)")
     n_samples: tuple[int, ...] | None = setting(None, "classifier stages (default: the demo's schedule)")
     keep: tuple[int, ...] | None = setting(None, "classes kept after each stage (with --n-samples)")
-    methods: tuple[str, ...] = setting(("zeroshot", "gcpl", "comple"), "comma-separated methods to compare",
-                                       parse=method_names)
+    methods: tuple[str, ...] = setting(DEMO_METHODS, "comma-separated methods to compare, or all (adds CoCoOp, "
+                                       "MaPLe and PromptSRC)", parse=method_names)
     samples: bool = setting(True, "write samples.png (images generated from the learned tokens)",
                             flag="--no-samples")
     calibrate: int = setting(0, "support images per class to calibrate the learned tokens' scores (0: off)")
@@ -123,7 +127,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
 
     # Longest first. With workers > 1 each method runs in its own single-threaded process: on a
     # small CPU two 1-thread processes do twice the work of one 2-thread process on tiny models.
-    methods = sorted(cfg.methods, key=lambda m: -order(m))
+    methods = sorted(cfg.methods, key=lambda m: -METHODS[m].demo_seconds)
     log(f"[{time.perf_counter() - t0:4.0f} s] training and evaluating {len(methods)} methods"
         + (f" in {min(cfg.workers, len(methods))} processes" if cfg.workers > 1 and len(methods) > 1 else "")
         + " (each line below is one finished method)")
@@ -146,6 +150,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     log(f"[{time.perf_counter() - t0:4.0f} s] simple baselines (pixel 1-NN, VAE-latent class means)")
     if cfg.samples and "gcpl" in cfg.methods:
         t = time.perf_counter()
+        from .sample import samples_png
+
         samples_png(bb, out / "gcpl" / "train", split, out / "samples.png", seed=cfg.seed)
         timings["samples"] = time.perf_counter() - t
         log(f"[{time.perf_counter() - t0:4.0f} s] samples.png: images generated from the learned GCPL tokens")
@@ -223,6 +229,14 @@ def table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+_CONTROLLED = (
+    "The diffusion methods use the bundled tiny Stable Diffusion, the CLIP methods the bundled tiny CLIP. "
+    "Both were pretrained by gcpl's tools on the same procedural images with the same caption distribution "
+    "(shapes and 200 IFS fractal categories with their own words), so the table compares generative and "
+    "contrastive pretraining on identical data, a controlled comparison that published tables cannot offer. "
+    "Neither model saw these categories or their names.\n\n")
+
+
 def report_markdown(summary: dict) -> str:
     s = summary["settings"]
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
@@ -231,7 +245,8 @@ def report_markdown(summary: dict) -> str:
         f"{len(summary['classes'])} fine-grained fractal categories the bundled model never saw "
         f"({', '.join(summary['classes'])}), {s['shots']} training shots and {s['test_per_class']} test images "
         f"each, seed {s['seed']}. Template: `{TEMPLATE}`.\n\n" + table(summary) + "\n\n"
-        f"Wall time: {secs}.\n\n"
+        + (_CONTROLLED if any(METHODS[m].family == "clip" for m in s["methods"]) else "")
+        + f"Wall time: {secs}.\n\n"
         "![confusion matrices](confusion.png)\n\n![generated from the learned tokens](samples.png)\n"
     )
 
@@ -247,50 +262,3 @@ def _confusions(out: Path, methods, classes) -> None:
         if f.exists():
             mats[NAMES[m]] = read_json(f)["confusion_matrix"]
     confusion_grid(mats, classes, out / "confusion.png")
-
-
-@torch.no_grad()
-def samples_png(bb, run: Path, split: Split, path: Path, per_class: int = 3, real: int = 3, seed: int = 0,
-                steps: int = 25, guidance: float = 3.0) -> None:
-    """Per class: `real` training images, then `per_class` images generated from its learned token."""
-    import copy
-
-    import numpy as np
-    import transformers.utils.logging as tlog
-    from PIL import Image
-
-    level = tlog.get_verbosity()
-    tlog.set_verbosity_error()  # the pipeline module imports image processors that warn about torchvision
-    try:
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-    finally:
-        tlog.set_verbosity(level)
-
-    from .tokens import install_tokens
-
-    classes, vectors, template, _ = load_run(run, bb)
-    tokenizer = copy.deepcopy(bb.tokenizer)
-    text_encoder = copy.deepcopy(bb.text_encoder)
-    tokens = [f"<demo-{i}>" for i in range(len(classes))]
-    install_tokens(tokenizer, text_encoder, tokens, vectors)
-    pipe = StableDiffusionPipeline(
-        vae=bb.vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=bb.unet,
-        scheduler=DDIMScheduler.from_config(bb.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    size = bb.resolution
-    g = torch.Generator().manual_seed(seed)
-    prompts = [template.format(t) for t in tokens for _ in range(per_class)]
-    gen = pipe(prompts, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-               generator=g, output_type="np").images  # (C * per_class, H, W, 3) in [0, 1]
-    rows = []
-    for c, name in enumerate(classes):
-        reals = [np.asarray(Image.open(s.path).convert("RGB").resize((size, size))) for s in split.train
-                 if s.class_name == name][:real]
-        fakes = [(gen[c * per_class + k] * 255).round().astype(np.uint8) for k in range(per_class)]
-        gap = np.full((size, size // 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([*reals, gap, *fakes], 1))
-    grid = np.concatenate(rows, 0)
-    scale = max(1, 256 // size)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)

@@ -52,6 +52,7 @@ class Method:
     uses_shots: bool  # False: runs once per seed, whatever the shots (zero-shot)
     runner: Callable[[MethodRun, bool, object], dict]  # (run, progress, backbone or None) -> metrics
     family: str = "diffusion"  # "diffusion" (needs the SD backbone) or "clip"
+    demo_seconds: float = 0.0  # CPU seconds on the demo benchmark (measured; orders the demo's work only)
 
 
 def _zero_shot(run: MethodRun, progress: bool, backbone) -> dict:
@@ -98,21 +99,30 @@ def _clip_methods() -> tuple[Method, ...]:
     from .clip.config import USES_SHOTS
     from .clip.methods import LABELS, SHORT
 
-    return tuple(Method(n, SHORT[n], LABELS[n], n in USES_SHOTS, _clip, family="clip") for n in CLIP)
+    # single-thread CPU seconds of each on the demo benchmark (10 classes, 16 shots, 12 test images
+    # each; bundled tiny CLIP), measured on the 2-core machine of docs/PERFORMANCE.md
+    seconds = {"clip-zs": 2, "linear-probe": 7, "tip-adapter": 6, "tip-adapter-f": 13, "coop": 127, "kgcoop": 40,
+               "cocoop": 87, "maple": 16, "promptsrc": 179}
+    return tuple(Method(n, SHORT[n], LABELS[n], n in USES_SHOTS, _clip, family="clip", demo_seconds=seconds[n])
+                 for n in CLIP)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("zeroshot", "Zero-shot", "zero-shot diffusion classifier (class names)", False, _zero_shot),
-    Method("gcpl", "GCPL", "GCPL (learned class tokens)", True, _tokens),
-    Method("comple", "CoMPLe", "CoMPLe (joint contrastive tokens)", True, _tokens),
+    Method("zeroshot", "Zero-shot", "zero-shot diffusion classifier (class names)", False, _zero_shot,
+           demo_seconds=600),
+    Method("gcpl", "GCPL", "GCPL (learned class tokens)", True, _tokens, demo_seconds=800),
+    Method("comple", "CoMPLe", "CoMPLe (joint contrastive tokens)", True, _tokens, demo_seconds=1000),
     *_clip_methods(),
 )}
 ALIASES = {"zero-shot": "zeroshot", "zs": "zeroshot"}
 
 
 def method_names(text: str | tuple | list) -> tuple[str, ...]:
-    """'gcpl, Zero-shot' -> ('gcpl', 'zeroshot'), checked against the registry (one-line errors)."""
+    """'gcpl, Zero-shot' -> ('gcpl', 'zeroshot'), checked against the registry (one-line errors);
+    'all' -> every method."""
     items = text.split(",") if isinstance(text, str) else list(text)
+    if [str(x).strip().lower() for x in items] == ["all"]:
+        return tuple(METHODS)
     names = tuple(ALIASES.get(x.strip().lower(), x.strip().lower()) for x in items if str(x).strip())
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:

@@ -21,6 +21,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from .classify import ClassifyConfig, default_budget
 from .errors import GcplError
 from .io import atomic_write_text, read_json
 from .methods import METHODS, order, uses_shots
@@ -147,6 +148,22 @@ PRESET_NOTES = {
 }
 
 
+def classifier_note(s: dict) -> str:
+    """Which classifier produced an experiment's numbers, from its settings."""
+    spacing = s.get("spacing", "race")
+    if s.get("n_samples") is None and s.get("keep") is None:
+        if spacing == "li":
+            return "Li et al.'s adaptive schedule (Flowers: 20,50,100,500 (t, noise) pairs, keep 20,10,5,1)"
+        if spacing == "nested":
+            return "gcpl's former nested stages for the class count"
+        d, per_class = ClassifyConfig(), default_budget(1) - default_budget(0)
+        return (f"racing (gcpl's default): paired tests drop classes, at most {per_class} UNet calls per "
+                f"class + {default_budget(0)} per image, confidence {s.get('confidence', d.confidence)}, timesteps "
+                f"ordered and weighted by {d.evidence_shots} support images per class")
+    return (f"fixed stages ({'Li et al.' if spacing == 'li' else 'nested'} spacing): n_samples "
+            f"{s.get('n_samples')}, keep {s.get('keep')}")
+
+
 def _header(exp: dict | None, out: Path) -> list[str]:
     lines = ["# Experiment summary", ""]
     if not exp:
@@ -158,8 +175,7 @@ def _header(exp: dict | None, out: Path) -> list[str]:
         ("init word", s.get("init_word")),
         ("training recipe", PRESET_NOTES.get(s.get("preset", "default"), s.get("preset"))),
         ("steps", f"GCPL {s.get('steps_gcpl') or 'the preset’s'}, CoMPLe {s.get('steps_comple') or 'the preset’s'}"),
-        ("classifier schedule", "gcpl's default for the class count" if s.get("n_samples") is None
-         else f"n_samples {s.get('n_samples')}, keep {s.get('keep')}"),
+        ("classifier", classifier_note(s)),
         ("CLIP model", s.get("clip_model")),
         ("test images per run", "all" if s.get("limit") is None else f"a seeded subset of {s.get('limit')}"),
     ]

@@ -268,10 +268,11 @@ def check_resumable(folder: Path, steps: int) -> None:
 
 
 def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False, progress: bool = True,
-                 tag: str = "") -> TrainState:
+                 tag: str = "", after_step=None) -> TrainState:
     """Train to cfg.steps, checkpointing into out/checkpoint{tag} and logging to out/train_log{tag}.jsonl
     (tag tells apart the processes of a multi-process run). Ctrl-C finishes the step in hand, writes
-    a checkpoint and raises `Interrupted`."""
+    a checkpoint and raises `Interrupted`. `after_step(state)`, if given, runs after every step (it
+    must not touch the state: validation images)."""
     cfg = trainer.cfg
     st = trainer.new_state()
     ckpt = out / f"checkpoint{tag}" if out is not None else None
@@ -291,6 +292,8 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
             bar.set_postfix(loss=f"{loss:.4f}")
             if not math.isfinite(loss):
                 raise GcplError(f"training diverged at step {st.step} (loss {loss}); lower --lr")
+            if after_step is not None:
+                after_step(st)
             if out is not None and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
                 recent = st.losses[-cfg.log_every :]
                 append_jsonl(log_file, {"step": st.step, "loss": sum(recent) / len(recent)})

@@ -34,6 +34,11 @@ COMMANDS = [
             "car.' --init-word car"),
     Command("eval", "classify labelled test images with the diffusion classifier (learned tokens or zero-shot)",
             commands.EvalJob, commands.evaluate, "gcpl eval data/cars-test --run-dir runs/cars --out runs/cars/eval"),
+    Command("predict", "classify unlabelled images (files or folders) with a trained run or zero-shot, with "
+            "a confidence per image", commands.PredictJob, commands.predict,
+            "gcpl predict photos/ --run-dir runs/cars --out runs/cars/predict"),
+    Command("sample", "generate images from a run's learned class tokens, and a labelled grid", commands.SampleJob,
+            commands.sample, "gcpl sample --run-dir runs/cars --class 'Acura RL 2012' -n 8 --out runs/cars/samples"),
     Command("demo", "offline demo on the bundled model: zero-shot vs GCPL vs CoMPLe vs simple baselines",
             commands.DemoConfig, commands.demo, "gcpl demo --out runs/demo"),
     Command("experiment", "the paper's protocol: methods x shots x seeds on one dataset, then its tables",

@@ -11,9 +11,12 @@ from ..data.fractals import FractalsJob
 from ..data.loaders.prepare import PrepareJob
 from ..demo import DemoConfig
 from ..experiment import ExperimentConfig
+from ..predict import PredictJob
+from ..sample import SampleJob
 from ..summary import ReportJob
 
-__all__ = ["DemoConfig", "EvalJob", "ExperimentConfig", "FractalsJob", "PrepareJob", "ReportJob", "TrainJob"]
+__all__ = ["DemoConfig", "EvalJob", "ExperimentConfig", "FractalsJob", "PredictJob", "PrepareJob", "ReportJob",
+           "SampleJob", "TrainJob"]
 
 
 class WarningCount:
@@ -45,6 +48,7 @@ def how_to_continue(command: str) -> str:
     return {
         "train": "rerun with --resume and the same --out to continue",
         "eval": "rerun the same command to continue (finished images are kept)",
+        "predict": "rerun the same command to continue (finished images are kept)",
         "demo": "rerun the same command to continue (finished work is kept)",
         "experiment": "rerun the same command to continue (finished runs are kept)",
     }.get(command, "rerun the same command")
@@ -70,6 +74,21 @@ def evaluate(job: EvalJob, given: set[str]) -> None:
     print(f"top-1 {100 * m['top1']:.2f}%{top5}  mean per-class {100 * m['mean_per_class_accuracy']:.2f}%  "
           f"macro-F1 {100 * m['macro_f1']:.2f}%  ({m['n_images']} images, {m['unet_calls_per_image']:.0f} UNet "
           f"calls each) -> {job.out}/results.md")
+
+
+def predict(job: PredictJob, given: set[str]) -> None:
+    from ..predict import predict as run
+
+    r = run(job)
+    skipped = f", {r['skipped']} unreadable" if r["skipped"] else ""
+    print(f"{r['images']} images ({r['predicted']} predicted now{skipped}) -> {r['csv']}, {r['jsonl']}")
+
+
+def sample(job: SampleJob, given: set[str]) -> None:
+    from ..sample import sample as run
+
+    r = run(job)
+    print(f"{len(r['images'])} images -> {job.out}/, grid -> {r['grid']}")
 
 
 def demo(cfg: DemoConfig, given: set[str]) -> None:
