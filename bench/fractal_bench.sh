@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue-10 classifier bench on the bundled model: a $CLASSES-class fractal benchmark (default 100;
-# 20 images per class, 4 of them test images) with learned GCPL tokens (trained once, reused); gcpl's default (racing on support-learned timestep evidence)
+# 20 images per class, 4 of them test images) with learned GCPL tokens (trained once, reused); racing (`--spacing race`,
+# on support-learned timestep evidence) and gcpl's default (nested stages)
 # against Li et al.'s Flowers schedule, noise seeds 0 and 1, on the first $N test images of a
 # fixed seeded order; knobs are checked on $NDEV development images (other instances of the same
 # classes, never in the train or test lists).
@@ -23,16 +24,16 @@ PY=${PYTHON:-python}
     --template "{} fractal." --init-word fractal --steps 300 --lr 5e-3 --resume
 [ -f "$OUT/dev.json" ] || $PY bench/fractal_dev.py "$OUT" --classes "$CLASSES" --seed 0 --first 20 --last 28
 
-# development images: the default and its neighbours (knob choice; no Li et al. needed)
+# development images: racing's default knobs and their neighbours (knob choice; no Li et al. needed)
 $PY bench/racing.py --run "$OUT/run" --data "$OUT/dev.json" --limit "$NDEV" --seeds 0 \
     --race default --race noevidence:evidence=0 --race c0.95:confidence=0.95 --race c0.999:confidence=0.999 \
     --race b400:budget=400 --race b700:budget=700 --cache "$OUT/cache_dev" --out "$OUT/racing_dev.json"
 
-# test images: Li et al. and the default, one process per seed fills its cache, then one replay
+# test images: Li et al., racing and gcpl's default, one process per seed fills its cache, then one replay
 for S in 0 1; do
   nice -n 10 $PY bench/racing.py --run "$OUT/run" --data "$OUT/split.json" --limit "$N" --seeds $S --li \
-      --race default --cache "$OUT/cache" --out "$OUT/racing_seed$S.json" > "$OUT/racing_seed$S.log" 2>&1 &
+      --race default --gcpl-default --cache "$OUT/cache" --out "$OUT/racing_seed$S.json" > "$OUT/racing_seed$S.log" 2>&1 &
 done
 wait
 $PY bench/racing.py --run "$OUT/run" --data "$OUT/split.json" --limit "$N" --seeds 0,1 --li --race default \
-    --cache "$OUT/cache" --no-compute --out "$OUT/racing.json"
+    --gcpl-default --cache "$OUT/cache" --no-compute --out "$OUT/racing.json"

@@ -1,4 +1,4 @@
-"""Racing vs Li et al.'s schedule on a trained run: accuracy, UNet calls, agreement, over noise seeds.
+"""Racing vs gcpl's default and Li et al.'s schedule on a trained run: accuracy, UNet calls, agreement, over noise seeds.
 
 For each noise seed, every row scores the same images with `gcpl.classify.DiffusionClassifier`:
 Li et al.'s Flowers schedule (`--spacing li`: 20,50,100,500 keep 20,10,5,1; `--li`), gcpl's
@@ -70,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--first", help="a split JSON: images of its classes come first in the order")
     p.add_argument("--seeds", type=C.ints, default=(0,), help="classifier noise seeds, e.g. 0,1")
     p.add_argument("--li", action="store_true", help="Li et al.'s Flowers schedule (the baseline)")
+    p.add_argument("--gcpl-default", action="store_true",
+                   help="gcpl's default classifier (nested stages for the class count)")
     p.add_argument("--race", action="append", type=parse_race, default=[], help="a racing row NAME[:key=value,...]")
     p.add_argument("--stages", action="append", type=parse_stages, default=[], help="fixed stages n1,n2:k1,k2")
     p.add_argument("--evidence-shots", type=int, default=None, help="support images per class (default: gcpl's)")
@@ -146,7 +148,7 @@ def main(argv=None) -> dict:
     shape = tuple(x0.shape[1:])
     n_cls = len(classes)
 
-    base = ClassifyConfig(batch=a.batch)
+    base = ClassifyConfig(batch=a.batch, spacing="race")
     if a.evidence_shots is not None:
         base.evidence_shots = a.evidence_shots
     t0 = time.perf_counter()
@@ -168,9 +170,12 @@ def main(argv=None) -> dict:
         cfg_kw = {k: o.pop(k) for k in ("confidence", "budget") if k in o}
         use_ev = bool(o.pop("evidence", 1)), bool(o.pop("weighted", 1))
         o = {k: (bool(v) if k == "spend" else v) for k, v in o.items()}
-        specs.append((f"race {name}", cfg_kw, o, use_ev))
+        specs.append((f"race {name}", dict(cfg_kw, spacing="race"), o, use_ev))
     for label, n, k, spacing in a.stages:
         specs.append((f"stages {label}", dict(n_samples=n, keep=k, spacing=spacing), {}, (False, True)))
+    if a.gcpl_default:
+        n, k = ClassifyConfig().schedule(n_cls)
+        specs.append((f"gcpl default ({','.join(map(str, n))}:{','.join(map(str, k))})", {}, {}, (False, True)))
 
     meta = {"run_tokens": run_fingerprint(a.run), "pool": POOL, "norm": base.norm, "resolution": bb.resolution,
             "model": bb.model_id, "shape": list(shape)}

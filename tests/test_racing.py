@@ -136,21 +136,22 @@ def _clf(offsets, **kw):
     return bb, DiffusionClassifier(bb, _embeds(offsets), ClassifyConfig(**kw), (4, 8, 8))
 
 
-def test_default_config_races_with_li_et_al_pool():
-    cfg = ClassifyConfig()
+def test_racing_is_opt_in_and_races_with_li_et_al_pool():
+    assert not ClassifyConfig().racing and ClassifyConfig().schedule(100) == ((2, 8, 32, 128), (10, 4, 2, 1))
+    cfg = ClassifyConfig(spacing="race")
     assert cfg.racing and cfg.describe(100)["method"] == "race"
     assert not ClassifyConfig(spacing="li").racing and ClassifyConfig(spacing="li").schedule(102) == (
         (20, 50, 100, 500), (20, 10, 5, 1))
     assert ClassifyConfig(n_samples=(4, 8), keep=(2, 1)).describe(5)["spacing"] == "nested"
     # the same seed: racing's pool is Li et al.'s pool, pair for pair
-    _, race = _clf([0.0, 1.0])
+    _, race = _clf([0.0, 1.0], spacing="race")
     _, li = _clf([0.0, 1.0], spacing="li")
     assert torch.equal(race.noise, li.noise) and torch.equal(race.ts, li.ts) and len(race.ts) == POOL
 
 
 def test_racing_classifier_known_answer_budget_and_batching():
     offsets = [0.9, -0.5, 0.05, 1.5, -0.2, 0.7, 0.3, -0.35]
-    bb, clf = _clf(offsets, budget=100, batch=16)
+    bb, clf = _clf(offsets, budget=100, batch=16, spacing="race")
     x = torch.randn(3, 4, 8, 8)
     together = clf.score(x)
     assert bb.unet.calls == sum(r.unet_calls for r in together)
@@ -161,7 +162,7 @@ def test_racing_classifier_known_answer_budget_and_batching():
     for a, b in zip(together, alone):
         assert (a.ranking, a.unet_calls, a.pairs) == (b.ranking, b.unet_calls, b.pairs)
     with pytest.raises(GcplError, match="less than one UNet call per class"):
-        _clf(offsets, budget=5)
+        _clf(offsets, budget=5, spacing="race")
 
 
 # --- evidence from the support set -------------------------------------------------------------
@@ -241,7 +242,7 @@ def test_evidence_reads_support_images_only_and_is_reused(tmp_path, monkeypatch)
             lat = torch.nn.functional.avg_pool2d(x, 2)[:, :1].repeat(1, 4, 1, 1)
             return SimpleNamespace(latent_dist=SimpleNamespace(mean=lat, std=torch.ones_like(lat)))
 
-    bb, clf = _clf([0.0, 0.4, 0.8], evidence_shots=2)
+    bb, clf = _clf([0.0, 0.4, 0.8], evidence_shots=2, spacing="race")
     tiny = TinyVAE()
     tiny.register_parameter("p", torch.nn.Parameter(torch.zeros(())))
     bb.vae, bb.model_id, bb.scaling_factor, bb.resolution = tiny, "fake", 1.0, 16
@@ -276,13 +277,16 @@ def test_experiment_passes_the_classifier_and_its_summary_names_it():
     from gcpl.experiment import ExperimentConfig, Run, method_run
     from gcpl.summary import classifier_note
 
-    for spacing in ("race", "li"):
+    for spacing in ("race", "li", "nested"):
         cfg = ExperimentConfig(out="x", data="s.json", spacing=spacing, model="tiny")
         clf = method_run(cfg, Run("gcpl", 4, 1), Path("s.json")).classify
         assert clf.spacing == spacing and clf.racing == (spacing == "race") and clf.seed == 1
-    note = classifier_note({})
+    assert ExperimentConfig(out="x", data="s.json").spacing == "nested"
+    assert classifier_note({}).startswith("gcpl's default: nested stages")
+    note = classifier_note({"spacing": "race"})
     per_class = default_budget(1) - default_budget(0)
-    assert note.startswith("racing") and f"at most {per_class} UNet calls per class + {default_budget(0)}" in note
+    assert note.startswith("racing (experimental)")
+    assert f"at most {per_class} UNet calls per class + {default_budget(0)}" in note
     assert "confidence 0.99" in note and "2 support images" in note
     assert classifier_note({"spacing": "li"}).startswith("Li et al.'s adaptive schedule")
     stages = classifier_note({"n_samples": [8, 32], "keep": [4, 1]})

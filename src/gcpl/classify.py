@@ -4,20 +4,20 @@ Secretly a Zero-Shot Classifier").
 For each image: one latent (the VAE distribution mean), a pool of evenly spaced timesteps with
 one fixed noise each, shared by every class and every image; a class's score is its (weighted)
 mean denoising error over the (t, noise) pairs evaluated; the lowest wins. UNet calls are batched
-over (image, class, pool index) triples of several images at once. Two ways to spend the calls:
+over (image, class, pool index) triples of several images at once. Ways to spend the calls:
 
-- racing (the default, gcpl.racing): every class still in the race is evaluated on the same next
-  pairs, and a class is dropped once a paired test says it is worse than the best (Clark & Jaini
-  2023); the pairs come in the order, and with the weights, learned from the support set
-  (gcpl.evidence: the timesteps that separate the classes best first), or evenly spread without.
-  Knobs: a budget of UNet calls per image and the test's confidence.
-- fixed stages (`n_samples`/`keep`): stage k evaluates n_samples[k] pairs (cumulative) for the
-  classes still in the race, then keeps the best keep[k]; `spacing="li"` re-spaces every stage
-  over the pool exactly as Li et al. do (their Flowers schedule 20,50,100,500 keep 20,10,5,1 is
-  `spacing="li"` alone), "nested" makes each stage add only new timesteps.
-
-The racing pool is Li et al.'s (500 timesteps, one noise each, drawn from the same seed), so a
-racing classifier and Li et al.'s schedule with the same seed evaluate the same (t, noise) pairs.
+- fixed stages (the default, `spacing="nested"`): stage k evaluates n_samples[k] pairs
+  (cumulative) for the classes still in the race, then keeps the best keep[k]; each stage adds
+  only new timesteps; without `n_samples`/`keep`, gcpl's schedule for the class count
+  (`default_schedule`). `spacing="li"` re-spaces every stage over the pool exactly as Li et al.
+  do (their Flowers schedule 20,50,100,500 keep 20,10,5,1 is `spacing="li"` alone).
+- racing (`spacing="race"`, gcpl.racing): every class still in the race is evaluated on the same
+  next pairs, and a class is dropped once a paired test says it is worse than the best (Clark &
+  Jaini 2023); the pairs come in the order, and with the weights, learned from the support set
+  (gcpl.evidence). Knobs: a budget of UNet calls per image and the test's confidence. Measured
+  below the fixed stages at 10 and 30 classes (docs/PERFORMANCE.md, "Racing"), hence not the
+  default. Its pool is Li et al.'s (500 timesteps, one noise each, drawn from the same seed), so
+  racing and Li et al.'s schedule with the same seed evaluate the same (t, noise) pairs.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class ClassifyConfig:
     batch: int = setting(64, "UNet samples per call", identity=False)
     seed: int = setting(0, "seeds the classifier's shared noise (and --limit's subset)")
     spacing: str = setting(
-        "race", "race: drop classes on paired evidence (default; with --n-samples/--keep: nested stages); "
-        "nested: fixed stages, each adding new timesteps (alone: gcpl's former default stages); li: Li et al.'s "
-        "re-spaced stages (alone: their Flowers schedule 20,50,100,500 keep 20,10,5,1)",
-        choices=("race", "nested", "li"))
+        "nested", "nested: fixed stages, each adding new timesteps (alone: gcpl's schedule for the class count); "
+        "li: Li et al.'s re-spaced stages (alone: their Flowers schedule 20,50,100,500 keep 20,10,5,1); race: "
+        "drop classes on paired evidence within --budget (experimental: measured less accurate, see "
+        "docs/PERFORMANCE.md)", choices=("nested", "li", "race"))
     budget: int | None = setting(
         None, "racing: most UNet calls per image (default: 3 per class + 200)")
     confidence: float = setting(0.99, "racing: confidence of the paired test that drops a class")
@@ -94,8 +94,7 @@ class ClassifyConfig:
 
 def default_budget(n_classes: int) -> int:
     """Racing's default budget: 3 UNet calls per class and 200 more for the close calls (500 at
-    100 classes, where Li et al.'s schedule spends 5,550); chosen on development images, see
-    docs/PERFORMANCE.md."""
+    100 classes, where Li et al.'s schedule spends 5,550)."""
     return 3 * n_classes + 200
 
 
@@ -111,10 +110,10 @@ def check_schedule(n_samples, keep, n_classes):
 
 
 def default_schedule(n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """gcpl's former default (`--spacing nested` alone; nested stages): a cheap first look at
-    every class, more (t, noise) pairs only for the survivors; about 5 UNet calls per class and
-    image at 100 classes, where Li et al.'s Flowers schedule spends 56. Racing replaced it as the
-    default (docs/PERFORMANCE.md)."""
+    """gcpl's default (nested stages): a cheap first look at every class, more (t, noise) pairs
+    only for the survivors; about 5 UNet calls per class and image at 100 classes, where Li et
+    al.'s Flowers schedule spends 56 (at 30 classes 396 calls: 57.9% top-1 where Li et al.'s
+    4,150 give 62.1% and racing's 277 give 48.8%; docs/PERFORMANCE.md)."""
     C = n_classes
     if C <= 5:
         return (32,), (1,)  # 32 C calls

@@ -89,11 +89,12 @@ class ExperimentConfig:
     batch_gcpl: int | None = setting(None, "GCPL samples per class per step (default: the preset's)")
     batch_comple: int | None = setting(None, "CoMPLe samples per step (default: the preset's)")
     lam: float = setting(1e-3, "CoMPLe negative weight lambda (paper)")
-    n_samples: tuple[int, ...] | None = setting(None, "classifier: fixed stages instead of racing: cumulative "
-                                                "(t, noise) pairs per stage (with --keep)")
-    keep: tuple[int, ...] | None = setting(None, "classifier: fixed stages: classes kept after each stage")
-    spacing: str = setting("race", "classifier: race (default), nested or li (Li et al.'s adaptive schedule: "
-                           "--spacing li alone is their Flowers schedule)", choices=("race", "nested", "li"))
+    n_samples: tuple[int, ...] | None = setting(None, "classifier: cumulative (t, noise) pairs per stage "
+                                                "(default: gcpl's schedule for the class count)")
+    keep: tuple[int, ...] | None = setting(None, "classifier: classes kept after each stage")
+    spacing: str = setting("nested", "classifier: nested (gcpl's stages, default), li (Li et al.'s adaptive "
+                           "schedule; alone: their Flowers schedule) or race (experimental)",
+                           choices=("nested", "li", "race"))
     limit: int | None = setting(None, "score a seeded random subset of N test images per run")
     eval_seed: int | None = setting(None, "classifier noise seed for every run (default: the run's seed)")
     split_seed: int = setting(0, "seed of the train/test split drawn from --root (datasets without an official one)")

@@ -150,16 +150,16 @@ PRESET_NOTES = {
 
 def classifier_note(s: dict) -> str:
     """Which classifier produced an experiment's numbers, from its settings."""
-    spacing = s.get("spacing", "race")
+    spacing = s.get("spacing") or "nested"
     if s.get("n_samples") is None and s.get("keep") is None:
         if spacing == "li":
             return "Li et al.'s adaptive schedule (Flowers: 20,50,100,500 (t, noise) pairs, keep 20,10,5,1)"
-        if spacing == "nested":
-            return "gcpl's former nested stages for the class count"
-        d, per_class = ClassifyConfig(), default_budget(1) - default_budget(0)
-        return (f"racing (gcpl's default): paired tests drop classes, at most {per_class} UNet calls per "
-                f"class + {default_budget(0)} per image, confidence {s.get('confidence', d.confidence)}, timesteps "
-                f"ordered and weighted by {d.evidence_shots} support images per class")
+        if spacing == "race":
+            d, per_class = ClassifyConfig(), default_budget(1) - default_budget(0)
+            return (f"racing (experimental): paired tests drop classes, at most {per_class} UNet calls per "
+                    f"class + {default_budget(0)} per image, confidence {s.get('confidence', d.confidence)}, "
+                    f"timesteps ordered and weighted by {d.evidence_shots} support images per class")
+        return "gcpl's default: nested stages for the class count (gcpl.classify.default_schedule)"
     return (f"fixed stages ({'Li et al.' if spacing == 'li' else 'nested'} spacing): n_samples "
             f"{s.get('n_samples')}, keep {s.get('keep')}")
 
