@@ -47,7 +47,16 @@ from .io import append_jsonl, read_json, read_jsonl, write_json
 from .latents import encode, encode_files
 from .predict import PredictJob, predict
 from .results import merge_predictions, summarize
-from .runs import check_same_job, load_run, run_fingerprint, save_embeddings, stored_settings, versions, write_tokens_index
+from .runs import (
+    check_same_job,
+    load_run,
+    run_fingerprint,
+    save_embeddings,
+    stored_settings,
+    support_samples,
+    versions,
+    write_tokens_index,
+)
 from .sample import generate, label_grid
 from .settings import plain, setting
 from .tokens import PromptSlot, check_template, encode_prompts, encode_slot_prompts, single_token_id, token_names
@@ -324,10 +333,10 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     schedule = job.classify.describe(len(classes))
     if job.run and job.classify.racing:
         # learned once on the support set by the main process, stored in the run folder, read by the others
-        if w.is_main:
-            load_or_learn_evidence(job.run, clf, classes, size, log=log.info)
+        evidence = load_or_learn_evidence(job.run, clf, classes, size, log=log.info) if w.is_main else None
         w.barrier()
-        evidence = load_or_learn_evidence(job.run, clf, classes, size)
+        if not w.is_main:
+            evidence = load_or_learn_evidence(job.run, clf, classes, size)
         clf.use_evidence(evidence)
         schedule["evidence"] = (f"{Path(job.run) / EVIDENCE_FILE} (learned on the support set)" if evidence
                                 else "none (--evidence-shots 0: timesteps evenly spread, equal weights)")
@@ -391,9 +400,8 @@ def _score_all(job, clf, bb, samples, classes, todo, size, pred_file, bar, stop)
 def _calibrate(clf: DiffusionClassifier, job: EvalJob, bb, classes: list[str], size: int) -> None:
     if not job.run:
         raise GcplError("--calibrate needs a trained run (its support images); it does not apply to --zero-shot")
-    support = Split.from_json(Path(job.run) / "split.json").train
     index = {c: i for i, c in enumerate(classes)}
-    picked = [s for c in classes for s in [s for s in support if s.class_name == c][: job.calibrate]]
+    picked = support_samples(job.run, classes, job.calibrate)
     stats, kept, _ = encode_files(bb.vae, [s.path for s in picked], size)
     labels = torch.tensor([index[picked[i].class_name] for i in kept])
     calls = clf.calibrate(stats.mean[:, 0] * bb.scaling_factor, labels)

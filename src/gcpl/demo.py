@@ -28,6 +28,7 @@ from .latents import encode
 from .methods import METHODS, MethodRun, method_names, run_method
 from .metrics import compute_metrics
 from .runs import versions
+from .sample import samples_png
 from .settings import setting
 from .train import TrainConfig
 
@@ -150,8 +151,6 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     log(f"[{time.perf_counter() - t0:4.0f} s] simple baselines (pixel 1-NN, VAE-latent class means)")
     if cfg.samples and "gcpl" in cfg.methods:
         t = time.perf_counter()
-        from .sample import samples_png
-
         samples_png(bb, out / "gcpl" / "train", split, out / "samples.png", seed=cfg.seed)
         timings["samples"] = time.perf_counter() - t
         log(f"[{time.perf_counter() - t0:4.0f} s] samples.png: images generated from the learned GCPL tokens")

@@ -30,10 +30,10 @@ import torch
 
 from . import __version__
 from .classify import timestep_pool
-from .data.splits import Split
 from .errors import GcplError
 from .io import read_json, write_json
 from .latents import encode_files
+from .runs import run_fingerprint, support_samples
 
 FILE = "classifier_evidence.json"
 VERSION = 1
@@ -106,22 +106,6 @@ def learn_evidence(clf, x0: torch.Tensor, labels: torch.Tensor, grid: int = GRID
     return ev, calls
 
 
-def _tokens_digest(run: Path) -> str:
-    h = hashlib.sha256((run / "tokens.json").read_bytes())
-    for f in sorted((run / "embeddings").glob("*.safetensors")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def support_samples(run_dir: str | Path, classes: list[str], shots: int):
-    """The first `shots` of each class in the run's support set (run_dir/split.json `train`)."""
-    support = Split.from_json(Path(run_dir) / "split.json").train
-    picked = [s for c in classes for s in [s for s in support if s.class_name == c][:shots]]
-    if not picked:
-        raise GcplError(f"{Path(run_dir) / 'split.json'} lists no support image of the run's classes")
-    return picked
-
-
 def load_or_learn_evidence(run_dir: str | Path, clf, classes: list[str], size: int | None = None,
                            log=None, file: str | Path | None = None) -> Evidence | None:
     """The evidence of a trained run for classifier `clf` (its backbone, class tokens and
@@ -135,7 +119,7 @@ def load_or_learn_evidence(run_dir: str | Path, clf, classes: list[str], size: i
         return None
     run, bb = Path(run_dir), clf.bb
     size = size or bb.resolution
-    key = {"version": VERSION, "run_tokens": _tokens_digest(run),
+    key = {"version": VERSION, "run_tokens": run_fingerprint(run),
            "classes": hashlib.sha256("\n".join(classes).encode()).hexdigest()[:16], "model": bb.model_id, "resolution": size,
            "prediction_type": bb.prediction_type, "norm": clf.cfg.norm, "shots": shots, "grid": GRID,
            "rivals": RIVALS, "seed": SEED}

@@ -58,13 +58,12 @@ from .backbone import compile_setting, device_setting, dtype_setting, load_backb
 from .classify import ClassifyConfig, DiffusionClassifier
 from .data.folders import IMAGE_EXTENSIONS, images_under
 from .data.images import load_batch
-from .data.splits import Split
 from .errors import GcplError, Interrupted
 from .evidence import load_or_learn_evidence
 from .interrupt import deferred_interrupt
 from .io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
 from .latents import encode
-from .runs import check_same_job, load_run, run_fingerprint, versions
+from .runs import check_same_job, load_run, run_fingerprint, support_samples, versions
 from .settings import plain, setting
 from .tokens import PromptSlot, check_template, encode_prompts, encode_slot_prompts
 
@@ -227,10 +226,7 @@ def fit_temperature(errors, labels, lo: float = 1e-6, hi: float = 1e4) -> tuple[
 
 
 def _fit_on_support(job: PredictJob, clf: DiffusionClassifier, bb, classes: list[str], size: int) -> dict:
-    support = Split.from_json(Path(job.run) / "split.json").train
-    picked = [s for c in classes for s in [s for s in support if s.class_name == c][: job.fit_shots]]
-    if not picked:
-        raise GcplError(f"{Path(job.run) / 'split.json'} lists no support image of the run's classes")
+    picked = support_samples(job.run, classes, job.fit_shots)
     loaded = load_batch([s.path for s in picked], size)
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[picked[k].class_name] for k in loaded.kept])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .data.splits import Sample, Split
 from .errors import GcplError
 from .io import read_json, write_json
 from .settings import differences, from_dict, identity
@@ -84,6 +85,16 @@ def load_run(run: str | Path, backbone) -> tuple[list[str], torch.Tensor, str, s
         vecs.append(v)
         classes.append(row["class_name"])
     return classes, torch.stack(vecs), meta["template"], meta["init_word"]
+
+
+def support_samples(run: str | Path, classes: list[str], shots: int) -> list[Sample]:
+    """The first `shots` of each class in a trained run's support set (run/split.json `train`),
+    in the order of `classes` (calibration, the predict temperature, the racing evidence)."""
+    support = Split.from_json(Path(run) / "split.json").train
+    picked = [s for c in classes for s in [s for s in support if s.class_name == c][:shots]]
+    if not picked:
+        raise GcplError(f"{Path(run) / 'split.json'} lists no support image of the run's classes")
+    return picked
 
 
 def run_fingerprint(run: str | Path) -> str:
