@@ -72,7 +72,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_test(a, bb, classes, run_cfg):
+def load_test(a, bb, classes, run):
     from gcpl.data.images import load_batch
     from gcpl.data.splits import read_samples
     from gcpl.errors import GcplError
@@ -86,7 +86,7 @@ def load_test(a, bb, classes, run_cfg):
     if a.limit is not None:  # the same subset as `gcpl eval --limit` with the same --seed
         g = torch.Generator().manual_seed(a.seed)
         samples = [samples[i] for i in torch.randperm(len(samples), generator=g)[: a.limit].tolist()]
-    size = a.resolution or run_cfg.get("resolution") or bb.resolution
+    size = run.resolution_for(a.resolution, bb)
     loaded = load_batch([s.path for s in samples], size)
     labels = torch.tensor([index[samples[i].class_name] for i in loaded.kept])
     t0 = C.now(bb.device)
@@ -119,20 +119,14 @@ def _label(n, k, spacing="nested") -> str:
 def main(argv=None) -> dict:
     a = parse_args(argv)
     C.setup_threads(a.threads)
-    from gcpl.api import load_run
+    from gcpl.api import TrainedRun
     from gcpl.backbone import load_backbone
     from gcpl.classify import check_schedule, default_schedule
-    from gcpl.io import read_json
-    from gcpl.tokens import PromptSlot, encode_slot_prompts
 
-    run_cfg_path = Path(a.run) / "config.json"
-    run_cfg = read_json(run_cfg_path) if run_cfg_path.exists() else {}
-    bb = load_backbone(a.model or run_cfg.get("settings", {}).get("model"), a.device, a.dtype)
-    classes, vectors, template, init_word = load_run(a.run, bb)
-    slot = PromptSlot.from_template(bb.tokenizer, template, init_word)
-    with torch.no_grad():
-        embeds = encode_slot_prompts(bb.text_encoder, slot, vectors.to(bb.device))
-    x0, labels, size, enc_s = load_test(a, bb, classes, run_cfg)
+    run = TrainedRun.open(a.run)
+    bb = load_backbone(run.model_for(a.model), a.device, a.dtype)
+    classes, embeds = run.classes, run.prompt_embeds(bb)
+    x0, labels, size, enc_s = load_test(a, bb, classes, run)
     n_cls = len(classes)
 
     # schedules, deduplicated after clipping keep to the class count

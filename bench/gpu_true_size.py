@@ -8,7 +8,7 @@ and SD's AutoencoderKL, then measures, printing each number as soon as it exists
   flops        FLOPs of one UNet call (torch.utils.flop_counter), next to the nominal 0.803 TFLOP
   classify     gcpl's DiffusionClassifier UNet calls/s at batch B (bf16, SDPA, channels_last):
                achieved TFLOP/s, fraction of --peak-tflops, peak memory; also the bare UNet forward
-  train_ours   image-steps/s of gcpl's GCPL step (gcpl.train.Trainer: forward+backward through UNet
+  train_ours   image-steps/s of gcpl's GCPL step (gcpl.trainer.Trainer: forward+backward through UNet
                and text encoder into the class vectors only), B samples per step (B/4 classes x 4)
   train_ref    image-steps/s of the reference step (diffusers textual_inversion.py: batch 1, grad
                accumulation 4, fp32, VAE encoding every step, whole embedding table in AdamW)
@@ -278,7 +278,7 @@ def train_ours_phase(bench: Bench, bb, batch: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from gcpl.latents import LatentStats
-    from gcpl.train import TrainConfig, Trainer
+    from gcpl.trainer import TrainConfig, Trainer
 
     a, dev = bench.a, bb.device
     per_class = 4

@@ -122,21 +122,15 @@ def main(argv=None) -> dict:
     C.setup_threads(a.threads)
     from error_cache import ErrorCache, ReplayClassifier
 
-    from gcpl.api import load_run, run_fingerprint
+    from gcpl.api import TrainedRun
     from gcpl.backbone import load_backbone
     from gcpl.classify import LI_SCHEDULE, POOL, ClassifyConfig, DiffusionClassifier
     from gcpl.data.splits import read_samples
     from gcpl.evidence import load_or_learn_evidence
-    from gcpl.io import read_json
-    from gcpl.tokens import PromptSlot, encode_slot_prompts
 
-    run_cfg_path = Path(a.run) / "config.json"
-    run_cfg = read_json(run_cfg_path) if run_cfg_path.exists() else {}
-    bb = load_backbone(a.model or run_cfg.get("settings", {}).get("model"), a.device)
-    run_classes, vectors, template, init_word = load_run(a.run, bb)
-    slot = PromptSlot.from_template(bb.tokenizer, template, init_word)
-    with torch.no_grad():
-        run_embeds = encode_slot_prompts(bb.text_encoder, slot, vectors.to(bb.device))
+    run = TrainedRun.open(a.run)
+    bb = load_backbone(run.model_for(a.model), a.device)
+    run_classes, run_embeds = run.classes, run.prompt_embeds(bb)
     # the data's classes (a subset of the run's: a benchmark of fewer classes with the same tokens)
     classes = list(read_samples(a.data, a.part)[0])
     missing = sorted(set(classes) - set(run_classes))
@@ -154,7 +148,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     ev_clf = DiffusionClassifier(bb, embeds, base, shape)
     ev_file = None if n_cls == len(run_classes) else Path(a.run) / f"classifier_evidence-{n_cls}classes.json"
-    evidence = load_or_learn_evidence(a.run, ev_clf, classes, bb.resolution, log=C.say, file=ev_file)
+    evidence = load_or_learn_evidence(run, ev_clf, classes, bb.resolution, log=C.say, file=ev_file)
     evidence_calls = evidence.info.get("unet_calls", 0) if evidence else 0
     C.say(f"racing bench: {len(keys)} images (from {a.skip} in the order), {n_cls} classes, "
           f"seeds {list(a.seeds)}; evidence: {evidence_calls} UNet calls on the support set "
@@ -177,7 +171,7 @@ def main(argv=None) -> dict:
         n, k = ClassifyConfig().schedule(n_cls)
         specs.append((f"gcpl default ({','.join(map(str, n))}:{','.join(map(str, k))})", {}, {}, (False, True)))
 
-    meta = {"run_tokens": run_fingerprint(a.run), "pool": POOL, "norm": base.norm, "resolution": bb.resolution,
+    meta = {"run_tokens": run.digest, "pool": POOL, "norm": base.norm, "resolution": bb.resolution,
             "model": bb.model_id, "shape": list(shape)}
     caches, clfs = {}, {}
     for seed in a.seeds:

@@ -1,6 +1,6 @@
 """Training speed: gcpl's batched multi-class GCPL against the reference approach.
 
-Ours: `gcpl.train.Trainer` (every step holds `--batch` samples of every class in one UNet
+Ours: `gcpl.trainer.Trainer` (every step holds `--batch` samples of every class in one UNet
 forward/backward, latents encoded once up front, the text encoder run once per class prompt,
 only the (C, D) class matrix trainable), in the dtype gcpl picks (bf16 on CUDA, fp32 on CPU)
 unless --dtype says otherwise.
@@ -56,7 +56,7 @@ def parse_args(argv=None):
 
 def run_ours(bb, pixels, labels, names, a) -> dict:
     from gcpl.latents import encode
-    from gcpl.train import TrainConfig, Trainer
+    from gcpl.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(steps=a.steps, batch=a.batch, max_batch=a.max_batch, seed=a.seed, checkpoint_every=0)
     t0 = C.now(bb.device)

@@ -65,7 +65,7 @@ def test_reference_only_trains_the_placeholder_row(backbone):
 
 def test_classifier_bench_toy(backbone, tiny_model_dir, class_folder, tmp_path, capsys):
     from gcpl.api import TrainJob, train
-    from gcpl.train import TrainConfig
+    from gcpl.trainer import TrainConfig
 
     run = train(TrainJob(data=str(class_folder), out=str(tmp_path / "run"), shots=2, model=str(tiny_model_dir),
                          device="cpu", train=TrainConfig(steps=2, batch=2, checkpoint_every=0)),

@@ -121,15 +121,12 @@ def test_resume_after_moving_the_folders(tiny_model_dir, class_folder, tmp_path,
 def test_embedding_files_load_in_diffusers(tiny_model_dir, trained, backbone):
     from diffusers import StableDiffusionPipeline
 
-    from gcpl.api import load_run
-    from gcpl.tokens import PromptSlot, encode_slot_prompts
+    from gcpl.api import TrainedRun
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), safety_checker=None)
     tokens = json.loads((trained / "tokens.json").read_text())
-    classes, vectors, template, init_word = load_run(trained, backbone)
-    slot = PromptSlot.from_template(backbone.tokenizer, template, init_word)
-    with torch.no_grad():
-        ours = encode_slot_prompts(backbone.text_encoder, slot, vectors)
+    run = TrainedRun.open(trained)
+    ours, template = run.prompt_embeds(backbone), run.template
     for c, row in enumerate(tokens["classes"]):
         pipe.load_textual_inversion(str(trained / row["file"]))
         with torch.no_grad():

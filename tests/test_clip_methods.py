@@ -32,10 +32,10 @@ from gcpl.clip.model import frozen_state
 
 
 def job_for(method: str, data, out, **kw) -> ClipJob:
-    small = dict(linear_probe=LinearProbeConfig(lp_max_iter=50, lp_search_steps=2), tip_f=TipFConfig(tipf_epochs=2),
-                 coop=CoopConfig(coop_epochs=2), kgcoop=KgCoopConfig(kg_epochs=2),
-                 cocoop=CocoopConfig(cocoop_epochs=1), maple=MapleConfig(maple_epochs=2),
-                 promptsrc=PromptSrcConfig(src_epochs=3))
+    small = dict(linear_probe=LinearProbeConfig(max_iter=50, search_steps=2), tip_f=TipFConfig(epochs=2),
+                 coop=CoopConfig(epochs=2), kgcoop=KgCoopConfig(epochs=2),
+                 cocoop=CocoopConfig(epochs=1), maple=MapleConfig(epochs=2),
+                 promptsrc=PromptSrcConfig(epochs=3))
     small.update(kw)
     shots, seed = small.pop("shots", 2), small.pop("seed", 1)
     return ClipJob(method=method, data=str(data), out=str(out), shots=shots, seed=seed, **small)
@@ -285,7 +285,7 @@ def test_maple_coupling_maps_every_prompted_layer(tiny_clip, split_file, tmp_pat
     from gcpl.clip.loop import init_generator
 
     clip = tiny_clip if layers == 2 else memory_clip(layers, layers)
-    job = job_for("maple", split_file, tmp_path, maple=MapleConfig(maple_depth=9 if layers == 2 else 3))
+    job = job_for("maple", split_file, tmp_path, maple=MapleConfig(depth=9 if layers == 2 else 3))
     m = MaPLe(job, clip, ["blue", "green", "red"])
     m.learner = m.build(init_generator(1, "maple"))
     depth = m.depth()
@@ -321,8 +321,7 @@ def test_job_identity_keeps_the_methods_groups(split_file, tmp_path):
 def test_promptsrc_tests_the_gaussian_aggregate_of_its_epochs(tiny_clip, split_file, tmp_path, monkeypatch):
     from gcpl.clip.deep import PromptSRC, gpa_weights
 
-    job = job_for("promptsrc", split_file, tmp_path, promptsrc=PromptSrcConfig(src_epochs=3, src_gpa_mean=2.0,
-                                                                               src_gpa_std=1.0))
+    job = job_for("promptsrc", split_file, tmp_path, promptsrc=PromptSrcConfig(epochs=3, gpa_mean=2.0, gpa_std=1.0))
     classes, support = support_of(tiny_clip, job)
     seen = []
     original = PromptSRC.on_epoch_end

@@ -11,7 +11,8 @@ import torch
 from test_clip_fixtures import make_images, split_file, tiny_clip, tiny_clip_dir  # noqa: F401
 from test_clip_methods import job_for
 
-from gcpl.clip import METHODS, run_clip
+from gcpl.checkpoint import latest, load, read_meta
+from gcpl.clip import clip_methods, run_clip
 from gcpl.clip.config import CoopConfig, ValidationConfig
 from gcpl.errors import GcplError
 from gcpl.io import read_json, read_jsonl
@@ -20,12 +21,12 @@ from gcpl.io import read_json, read_jsonl
 @pytest.fixture(autouse=True)
 def no_confusion_plot(monkeypatch):
     """summarize's confusion.png (matplotlib, about 0.5 s a run) is not under test here."""
-    import gcpl.report
+    import gcpl.reports.plots
 
-    monkeypatch.setattr(gcpl.report, "confusion_png", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(gcpl.reports.plots, "confusion_png", lambda *a, **k: None, raising=False)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", clip_methods())
 def test_every_method_runs_on_a_tiny_clip_folder(tiny_clip_dir, split_file, tmp_path, method):
     out = tmp_path / "run"
     job = job_for(method, split_file, out, model=str(tiny_clip_dir), device="cpu")
@@ -82,7 +83,7 @@ def test_rerun_recomputes_nothing_and_other_settings_are_refused(tiny_clip, spli
     # bookkeeping settings may change (device, batch sizes, checkpoint cadence)
     assert run_clip(job_for("coop", split_file, out, eval_batch=2, checkpoint_every=5), progress=False) == first
     with pytest.raises(GcplError) as e:
-        run_clip(job_for("coop", split_file, out, coop=CoopConfig(coop_epochs=3)), progress=False)
+        run_clip(job_for("coop", split_file, out, coop=CoopConfig(epochs=3)), progress=False)
     assert "coop.coop_epochs: 2 -> 3" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(GcplError, match="method: 'coop' -> 'kgcoop'"):
         run_clip(job_for("kgcoop", split_file, out), progress=False)
@@ -92,9 +93,8 @@ def test_rerun_recomputes_nothing_and_other_settings_are_refused(tiny_clip, spli
 
 def test_interrupted_training_resumes_to_the_same_prompts(tiny_clip, split_file, tmp_path, monkeypatch):
     from gcpl.clip import loop
-    from gcpl.clip.loop import load_tensors
 
-    cfg = CoopConfig(coop_epochs=3)
+    cfg = CoopConfig(epochs=3)
     straight = tmp_path / "straight"
     run_clip(job_for("coop", split_file, straight, coop=cfg), progress=False, clip=tiny_clip)
 
@@ -109,12 +109,12 @@ def test_interrupted_training_resumes_to_the_same_prompts(tiny_clip, split_file,
     monkeypatch.setattr(loop, "_checkpoint_written", stop_after_first)
     with pytest.raises(Stop):
         run_clip(job_for("coop", split_file, out, coop=cfg), progress=False, clip=tiny_clip)
-    state = read_json(out / "checkpoint" / "state.json")
+    state = read_meta(latest(out / "checkpoint"))
     assert state["epoch"] == 1 and not (out / "learned.safetensors").exists()
     monkeypatch.undo()
     m = run_clip(job_for("coop", split_file, out, coop=cfg), progress=False, clip=tiny_clip)
-    a, meta_a = load_tensors(straight / "learned.safetensors")
-    b, meta_b = load_tensors(out / "learned.safetensors")
+    a, meta_a = load(straight / "learned.safetensors")
+    b, meta_b = load(out / "learned.safetensors")
     assert torch.equal(a["ctx"], b["ctx"])
     assert [r["loss"] for r in meta_a["train_log"]] == [r["loss"] for r in meta_b["train_log"]]
     assert m == read_json(straight / "results.json")
@@ -133,14 +133,12 @@ def test_interrupted_evaluation_resumes(tiny_clip, split_file, tmp_path):
 
 
 def test_validation_on_the_split_val_list(tiny_clip, split_file, tmp_path):
-    val = ValidationConfig(val_source="split")
+    val = ValidationConfig(source="split")
     run_clip(job_for("linear-probe", split_file, tmp_path / "lp", validation=val), progress=False, clip=tiny_clip)
-    from gcpl.clip.loop import load_tensors
-
-    _, meta = load_tensors(tmp_path / "lp" / "learned.safetensors")
+    _, meta = load(tmp_path / "lp" / "learned.safetensors")
     assert meta["validation"].startswith("split val list (6 images)") and len(meta["search"]) == 7 + 4
     run_clip(job_for("tip-adapter", split_file, tmp_path / "tip", validation=val), progress=False, clip=tiny_clip)
-    _, meta = load_tensors(tmp_path / "tip" / "learned.safetensors")
+    _, meta = load(tmp_path / "tip" / "learned.safetensors")
     assert meta["search"].startswith("split val list")
 
 
@@ -149,7 +147,7 @@ def test_class_folder_data_and_errors(tiny_clip, tmp_path):
     m = run_clip(job_for("tip-adapter", data, tmp_path / "run"), progress=False, clip=tiny_clip)
     assert m["n_images"] == 9  # a class folder's test list is all its images
     with pytest.raises(GcplError, match="val list"):
-        run_clip(job_for("linear-probe", data, tmp_path / "lp", validation=ValidationConfig(val_source="split")),
+        run_clip(job_for("linear-probe", data, tmp_path / "lp", validation=ValidationConfig(source="split")),
                  progress=False, clip=tiny_clip)
     with pytest.raises(GcplError, match="--shots"):
         run_clip(job_for("coop", data, tmp_path / "coop", shots=5), progress=False, clip=tiny_clip)

@@ -99,7 +99,7 @@ def test_ctrl_c_in_eval_keeps_the_scored_images_and_says_how_to_continue(tiny_mo
     capsys.readouterr()
     assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(run)) == 130
     err = capsys.readouterr().err
-    assert "4 of 12 images scored and kept" in err and "rerun the same command to continue" in err
+    assert "4 of 12 images done and kept" in err and "rerun the same command to continue" in err
     assert len(read_jsonl(ev / "predictions.jsonl")) == 4  # both finished chunks are on disk
     monkeypatch.setattr(DiffusionClassifier, "score", real)
     assert _eval(tiny_model_dir, class_folder, ev, "--run-dir", str(run)) == 0
@@ -159,7 +159,7 @@ def test_fractals_can_write_a_split(tmp_path, capsys):
 
 
 def test_results_list_only_tested_classes_and_top5_only_when_it_means_something():
-    from gcpl.results import results_markdown
+    from gcpl.reports.eval import results_markdown
 
     m = {"n_images": 2, "skipped_images": 0, "top1": 0.5, "top5": 1.0, "mean_per_class_accuracy": 0.5,
          "macro_f1": 0.5, "classes": ["a", "b", "c"], "per_class_accuracy": [1.0, 0.0, 0.0],

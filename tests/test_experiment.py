@@ -13,10 +13,13 @@ import pytest
 from conftest import make_class_folder
 from test_clip_fixtures import tiny_clip_dir  # noqa: F401  (a fixture)
 
+from gcpl.classify import ClassifyConfig
 from gcpl.errors import GcplError
 from gcpl.experiment import ExperimentConfig, Run, plan_runs, run_experiment, shard_runs
 from gcpl.io import read_jsonl, write_json
-from gcpl.summary import summarize_experiment
+from gcpl.methods import RunSettings
+from gcpl.reports.experiment import summarize_experiment
+from gcpl.trainer import TrainConfig
 
 SHOTS, SEEDS = (1, 2), (1, 2)
 ALL_RUNS = {f"zeroshot/shots0/seed{s}" for s in SEEDS} | {
@@ -31,16 +34,19 @@ def _cli_main():
 
 def _cfg(model, root, out, **kw) -> ExperimentConfig:
     base = dict(out=str(out), dataset="folder", root=str(root), test_fraction=0.4, shots=SHOTS, seeds=SEEDS,
-                model=str(model), device="cpu", steps_gcpl=2, steps_comple=2, batch_gcpl=2, batch_comple=2,
-                n_samples=(2,), keep=(1,), checkpoint_every=1, limit=4)
+                run=RunSettings(model=str(model), device="cpu", limit=4),
+                gcpl=TrainConfig(steps=2, batch=2, checkpoint_every=1),
+                comple=TrainConfig(method="comple", steps=2, batch=2, checkpoint_every=1),
+                classify=ClassifyConfig(n_samples=(2,), keep=(1,)))
     return ExperimentConfig(**{**base, **kw})
 
 
 def _cli_args(model, root, out, *extra):
     return ["experiment", "--dataset", "folder", "--root", str(root), "--test-fraction", "0.4", "--out", str(out),
-            "--shots", "1,2", "--seeds", "1,2", "--model", str(model), "--device", "cpu", "--steps-gcpl", "2",
-            "--steps-comple", "2", "--batch-gcpl", "2", "--batch-comple", "2", "--n-samples", "2", "--keep", "1",
-            "--checkpoint-every", "1", "--limit", "4", "-q", *extra]
+            "--shots", "1,2", "--seeds", "1,2", "--model", str(model), "--device", "cpu", "--gcpl-steps", "2",
+            "--comple-steps", "2", "--gcpl-batch", "2", "--comple-batch", "2", "--classify-n-samples", "2",
+            "--classify-keep", "1", "--gcpl-checkpoint-every", "1", "--comple-checkpoint-every", "1", "--limit", "4",
+            "-q", *extra]
 
 
 def _run_names(out):
@@ -103,7 +109,7 @@ def test_grid_writes_every_run_and_the_summary(grid):
             assert (out / name / "train" / "tokens.json").exists()
     exp = json.loads((out / "experiment.json").read_text())
     assert exp["grid"] == {"methods": ["zeroshot", "gcpl", "comple"], "shots": [1, 2], "seeds": [1, 2]}
-    assert exp["settings"]["steps_gcpl"] == 2 and exp["settings"]["template"] == "A photo of {}."
+    assert exp["settings"]["gcpl"]["steps"] == 2 and exp["settings"]["template"] == "A photo of {}."
     assert exp["versions"]["torch"] and (out / "gcpl_split_folder_seed0_test0.4.json").exists()
     png = out / "accuracy_vs_shots.png"
     assert png.exists() and png.stat().st_size > 5000
@@ -144,7 +150,8 @@ def test_table_is_mean_and_std_of_the_runs(grid):
 
 
 def test_resume_after_a_kill_redoes_only_the_unfinished(grid, monkeypatch):
-    from gcpl import api
+    from gcpl.jobs import evaluate as eval_job
+    from gcpl.jobs import train as train_job
 
     out = grid["out"]
     killed, untrained = out / "gcpl/shots2/seed1", out / "comple/shots1/seed2"
@@ -161,9 +168,10 @@ def test_resume_after_a_kill_redoes_only_the_unfinished(grid, monkeypatch):
               if killed not in p.parents and untrained not in p.parents}
     killed_train = {p: p.stat().st_mtime_ns for p in (killed / "train").rglob("*") if p.is_file()}
     calls = {"train": [], "evaluate": []}
-    real_train, real_eval = api.train, api.evaluate
-    monkeypatch.setattr(api, "train", lambda job, **kw: calls["train"].append(job.out) or real_train(job, **kw))
-    monkeypatch.setattr(api, "evaluate", lambda job, **kw: calls["evaluate"].append(job.out) or real_eval(job, **kw))
+    real_train, real_eval = train_job.train, eval_job.evaluate
+    monkeypatch.setattr(train_job, "train", lambda job, **kw: calls["train"].append(job.out) or real_train(job, **kw))
+    monkeypatch.setattr(eval_job, "evaluate",
+                        lambda job, **kw: calls["evaluate"].append(job.out) or real_eval(job, **kw))
 
     run_experiment(grid["cfg"], progress=False, backbone=grid["bb"])
     # the killed run's training was finished: checked, not redone (its files untouched)
@@ -185,11 +193,40 @@ def test_resume_after_a_kill_redoes_only_the_unfinished(grid, monkeypatch):
 
 def test_rerun_with_other_settings_is_refused(grid):
     exp = (grid["out"] / "experiment.json").read_text()
-    cfg = _cfg(grid["model"], grid["root"], grid["out"], steps_gcpl=3)
-    with pytest.raises(GcplError, match=r"other settings \(steps_gcpl: 2 -> 3\)") as e:
+    cfg = _cfg(grid["model"], grid["root"], grid["out"], gcpl=TrainConfig(steps=3, batch=2, checkpoint_every=1))
+    with pytest.raises(GcplError, match=r"other settings \(gcpl.steps: 2 -> 3\)") as e:
         run_experiment(cfg, progress=False, backbone=grid["bb"])
     assert "\n" not in str(e.value)
     assert (grid["out"] / "experiment.json").read_text() == exp
+
+
+def test_an_experiment_folder_of_the_previous_release_resumes(grid, capsys):
+    """experiment.json written with the flat settings of the previous release (steps_gcpl, n_samples,
+    ...), rerun with the old option names (a note each): nothing differs, nothing is redone."""
+    from gcpl.experiment import _current_keys  # noqa: F401  (the migration under test)
+
+    path = grid["out"] / "experiment.json"
+    exp = json.loads(path.read_text())
+    new = exp["settings"]
+    old = {k: v for k, v in new.items() if not isinstance(v, dict)}
+    old.update(steps_gcpl=2, steps_comple=2, lr_gcpl=None, lr_comple=None, batch_gcpl=2, batch_comple=2, lam=1e-3,
+               n_samples=[2], keep=[1], spacing="nested", model=new["run"]["model"], clip_model=None, resolution=None,
+               allow_fewer=False, limit=4, dtype=None)
+    path.write_text(json.dumps({**exp, "settings": old}))
+    try:
+        args = ["experiment", "--dataset", "folder", "--root", str(grid["root"]), "--test-fraction", "0.4",
+                "--out", str(grid["out"]), "--shots", "1,2", "--seeds", "1,2", "--model", str(grid["model"]),
+                "--device", "cpu", "--steps-gcpl", "2", "--steps-comple", "2", "--batch-gcpl", "2",
+                "--batch-comple", "2", "--n-samples", "2", "--keep", "1", "--spacing", "nested",
+                "--checkpoint-every", "1", "--limit", "4", "-q"]
+        assert _cli_main()(args) == 0
+        err = capsys.readouterr().err
+        assert "--steps-gcpl is deprecated and will be removed; use --gcpl-steps" in err
+        assert "--checkpoint-every is deprecated and will be removed; use --gcpl-checkpoint-every and " \
+               "--comple-checkpoint-every" in err
+        assert json.loads(path.read_text())["settings"] == new  # rewritten in today's form
+    finally:
+        path.write_text(json.dumps(exp))
 
 
 def test_report_rebuilds_the_summary(grid, capsys):
@@ -313,8 +350,8 @@ def test_bundled_model_fractal_grid_resumes_to_the_same_summary(tmp_path):
     out = tmp_path / "exp"
     main = _cli_main()
     args = ["experiment", "--dataset", "fractals", "--root", str(data), "--out", str(out), "--shots", "1,2",
-            "--seeds", "1,2", "--model", "tiny", "--device", "cpu", "--steps-gcpl", "2", "--steps-comple", "2",
-            "--batch-comple", "2", "--n-samples", "2", "--keep", "1", "--limit", "4", "-q"]
+            "--seeds", "1,2", "--model", "tiny", "--device", "cpu", "--gcpl-steps", "2", "--comple-steps", "2",
+            "--comple-batch", "2", "--classify-n-samples", "2", "--classify-keep", "1", "--limit", "4", "-q"]
     assert main(args) == 0
     assert _run_names(out) == ALL_RUNS
     files = {f: (out / f).read_bytes() for f in ("summary.md", "summary.csv")}

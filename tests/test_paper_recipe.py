@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gcpl.data.images import preprocess
-from gcpl.train import TrainConfig
+from gcpl.trainer import TrainConfig
 
 TEMPLATE = "A photo of a {}, a type of car."  # the released code's cars template
 
@@ -50,7 +50,7 @@ def test_one_paper_step_equals_the_released_recipe_step(tmp_path):
     from gcpl.backbone import BUNDLED_MODEL_DIR, load_backbone
     from gcpl.latents import encode_files
     from gcpl.tokens import install_tokens
-    from gcpl.train import Trainer, _draw
+    from gcpl.trainer import Trainer, _draw
 
     torch.manual_seed(0)
     bb = load_backbone("tiny", "cpu")

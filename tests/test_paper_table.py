@@ -26,8 +26,8 @@ def two_datasets(tmp_path_factory):
         out = base / "runs" / name
         assert main(["experiment", "--dataset", "fractals", "--root", str(data), "--out", str(out),
                      "--methods", "zeroshot,gcpl", "--shots", "1,2", "--seeds", "1,2", "--model", "tiny",
-                     "--device", "cpu", "--steps-gcpl", "1", "--n-samples", "1", "--keep", "1", "--limit", "2",
-                     "-q"]) == 0
+                     "--device", "cpu", "--gcpl-steps", "1", "--classify-n-samples", "1", "--classify-keep", "1",
+                     "--limit", "2", "-q"]) == 0
         folders.append(out)
     torch.set_num_threads(threads)
     return base, folders

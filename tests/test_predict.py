@@ -15,9 +15,9 @@ import torch
 from conftest import make_class_folder
 
 from gcpl.cli import main
+from gcpl.confidence import fit_temperature, probabilities, ranked_errors, support_nll
 from gcpl.io import read_jsonl
-from gcpl.predict import fit_temperature, probabilities, ranked_errors, support_nll
-from gcpl.runs import run_fingerprint
+from gcpl.runs import TrainedRun
 
 FAST = ["--n-samples", "2,4", "--keep", "2,1", "--images-per-batch", "2"]  # 3 classes: 3 x 2 + 2 x 2 = 10 calls
 
@@ -74,14 +74,14 @@ def test_predict_writes_jsonl_csv_and_config(predicted, run, capsys):
         if "confidence" in rec:
             assert float(row["confidence"]) == pytest.approx(rec["confidence"], abs=1e-6)
     cfg = json.loads((predicted / "config.json").read_text())
-    assert cfg["run_tokens"] == run_fingerprint(run) and cfg["classes"] == classes and cfg["versions"]["torch"]
+    assert cfg["run_tokens"] == TrainedRun.open(run).digest and cfg["classes"] == classes and cfg["versions"]["torch"]
     t = cfg["temperature"]
     assert t["value"] > 0 and t["images"] == 6 and "support" in t["fitted_on"] and t["nll"] <= t["nll_at_1"] + 1e-9
 
 
 def test_resume_after_torn_line_predicts_only_the_missing(predicted, tiny_model_dir, run, inputs, tmp_path,
                                                           monkeypatch):
-    import gcpl.predict
+    import gcpl.jobs.predict
 
     out = tmp_path / "out"
     shutil.copytree(predicted, out)
@@ -89,8 +89,8 @@ def test_resume_after_torn_line_predicts_only_the_missing(predicted, tiny_model_
     (out / "predictions.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])
     (out / "predictions.csv").unlink()
     loaded = []
-    real = gcpl.predict.load_batch
-    monkeypatch.setattr(gcpl.predict, "load_batch", lambda paths, *a, **k: loaded.extend(paths) or real(paths, *a, **k))
+    real = gcpl.jobs.predict.load_batch
+    monkeypatch.setattr(gcpl.jobs.predict, "load_batch", lambda paths, *a, **k: loaded.extend(paths) or real(paths, *a, **k))
     assert _predict(tiny_model_dir, inputs, out, "--run-dir", str(run)) == 0
     full = read_jsonl(predicted / "predictions.jsonl")
     assert loaded == [r["path"] for r in full[3:]]  # no support images: the temperature is stored, not refitted
@@ -126,7 +126,7 @@ def test_rerun_with_other_settings_or_other_tokens_is_refused(predicted, tiny_mo
 
 
 def test_ctrl_c_finishes_the_chunk_then_stops(tiny_model_dir, run, inputs, tmp_path, monkeypatch, capsys):
-    import gcpl.predict
+    import gcpl.scoring
 
     @contextlib.contextmanager
     def pressed():
@@ -135,7 +135,7 @@ def test_ctrl_c_finishes_the_chunk_then_stops(tiny_model_dir, run, inputs, tmp_p
 
         yield Stop()
 
-    monkeypatch.setattr(gcpl.predict, "deferred_interrupt", pressed)
+    monkeypatch.setattr(gcpl.scoring, "deferred_interrupt", pressed)
     out = tmp_path / "out"
     assert _predict(tiny_model_dir, inputs, out, "--run-dir", str(run), "--temperature", "0.01") == 130
     assert "interrupted; 2 of 6 images done" in capsys.readouterr().err
@@ -184,9 +184,9 @@ def test_probabilities_follow_the_ranking():
 
 def test_api_predict_is_exported():
     import gcpl.api
-    import gcpl.predict
+    import gcpl.jobs.predict
 
-    assert gcpl.api.predict is gcpl.predict.predict and gcpl.api.PredictJob is gcpl.predict.PredictJob
+    assert gcpl.api.predict is gcpl.jobs.predict.predict and gcpl.api.PredictJob is gcpl.jobs.predict.PredictJob
 
 
 @pytest.mark.parametrize("case", ["missing run", "run without tokens", "no images", "missing path", "no source",

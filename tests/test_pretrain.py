@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from pretraining.sd import PretrainConfig, lr_at, pretrain
 
 from gcpl.tiny_model import TinySDConfig
 
-REPO = Path(__file__).resolve().parents[1]
 MICRO = TinySDConfig(text_hidden=32, text_layers=2, text_heads=2, unet_channels=(16, 32), unet_head_dim=4,
                      vae_channels=(16, 32), image_size=16)
 
@@ -29,10 +27,7 @@ def micro_cfg(**kw) -> PretrainConfig:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("pretrain_tiny", REPO / "tools" / "pretrain_tiny.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("pretrain_tiny")  # tools/ is on the tests' path (pyproject.toml)
 
 
 # ---------------------------------------------------------------------------------------------- corpus

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -37,10 +37,7 @@ def micro_cfg(**kw) -> ClipPretrainConfig:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("pretrain_tiny_clip", REPO / "tools" / "pretrain_tiny_clip.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("pretrain_tiny_clip")  # tools/ is on the tests' path (pyproject.toml)
 
 
 def _weights(res) -> dict:

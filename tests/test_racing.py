@@ -205,8 +205,9 @@ def _run_folder(tmp_path, n_classes=3, shots=3, tests=2):
 
     run = tmp_path / "run"
     (run / "embeddings").mkdir(parents=True)
-    (run / "tokens.json").write_text("{}")
     classes = [f"c{i}" for i in range(n_classes)]
+    (run / "tokens.json").write_text(json.dumps({"template": "{}", "init_word": "x", "classes": [
+        {"class_name": c, "token": f"<{c}>", "file": f"embeddings/{c}.safetensors"} for c in classes]}))
     train, test = [], []
     for label, c in enumerate(classes):
         for j in range(shots):
@@ -224,8 +225,10 @@ def _run_folder(tmp_path, n_classes=3, shots=3, tests=2):
 
 def test_evidence_reads_support_images_only_and_is_reused(tmp_path, monkeypatch):
     import gcpl.evidence
+    from gcpl.runs import TrainedRun
 
-    run, classes, train, test = _run_folder(tmp_path)
+    folder, classes, train, test = _run_folder(tmp_path)
+    run = TrainedRun.open(folder)
     read = []
     real = gcpl.evidence.encode_files
 
@@ -250,7 +253,7 @@ def test_evidence_reads_support_images_only_and_is_reused(tmp_path, monkeypatch)
     train_paths = {r["path"] for r in train}
     assert read and set(read) <= train_paths and not set(read) & {r["path"] for r in test}
     assert len(read) == 3 * 2  # the first 2 shots of each class
-    stored = json.loads((run / "classifier_evidence.json").read_text())
+    stored = json.loads((folder / "classifier_evidence.json").read_text())
     assert len(stored["evidence"]["info"]["support_images"]) == 6 and stored["key"]["shots"] == 2
     read.clear()
     again = load_or_learn_evidence(run, clf, classes, size=16)  # reused: nothing read or computed
@@ -273,15 +276,18 @@ def test_uninformative_evidence_falls_back_to_the_even_order():
 def test_experiment_passes_the_classifier_and_its_summary_names_it():
     from pathlib import Path
 
-    from gcpl.classify import default_budget
+    from gcpl.classify import ClassifyConfig, default_budget
     from gcpl.experiment import ExperimentConfig, Run, method_run
-    from gcpl.summary import classifier_note
+    from gcpl.methods import RunSettings
+    from gcpl.reports.experiment import classifier_note
 
     for spacing in ("race", "li", "nested"):
-        cfg = ExperimentConfig(out="x", data="s.json", spacing=spacing, model="tiny")
+        cfg = ExperimentConfig(out="x", data="s.json", classify=ClassifyConfig(spacing=spacing),
+                               run=RunSettings(model="tiny"))
         clf = method_run(cfg, Run("gcpl", 4, 1), Path("s.json")).classify
         assert clf.spacing == spacing and clf.racing == (spacing == "race") and clf.seed == 1
-    assert ExperimentConfig(out="x", data="s.json").spacing == "nested"
+    # the paper-reproduction command uses the paper's classifier unless told otherwise
+    assert ExperimentConfig(out="x", data="s.json").classify.spacing == "li"
     assert classifier_note({}).startswith("gcpl's default: nested stages")
     note = classifier_note({"spacing": "race"})
     per_class = default_budget(1) - default_budget(0)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gcpl.cli import main
-from gcpl.sample import LABEL_HEIGHT, label_grid, samples_png
+from gcpl.generation import LABEL_HEIGHT, label_grid, samples_png
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_every_class_by_default_and_a_row_each(tiny_model_dir, run, tmp_path):
 @pytest.mark.parametrize("case", ["unknown class", "missing run"])
 def test_one_line_errors(case, tiny_model_dir, run, tmp_path, capsys):
     out = tmp_path / "out"
-    args, msg = {"unknown class": ([run, "--class", "purple"], "class 'purple' is not one the run learned"),
+    args, msg = {"unknown class": ([run, "--class", "purple"], "class 'purple' was not learned by run"),
                  "missing run": ([tmp_path / "nope"], "does not exist")}[case]
     assert main(["sample", "--run-dir", str(args[0]), *args[1:], "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()

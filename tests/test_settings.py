@@ -13,7 +13,7 @@ import pytest
 from gcpl.cli import COMMANDS, build_parser
 from gcpl.cli.options import option_fields
 from gcpl.errors import GcplError
-from gcpl.settings import field_types, identity, is_settings, meta, plain
+from gcpl.settings import field_types, group_prefix, identity, is_settings, meta, plain, setting
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -26,16 +26,17 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 NOT_OPTIONS = {"demo": {"gcpl", "comple", "classify"}}
 
 
-def _leaf_fields(cls, skip=frozenset()):
-    """Every non-nested field, nested settings walked, top-level fields named in `skip` left out."""
+def _leaf_fields(cls, skip=frozenset(), prefix=""):
+    """(dest, field) of every non-nested field, nested settings walked (the fields a group hides
+    left out), top-level fields named in `skip` left out."""
     types = field_types(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         if is_settings(types[f.name]):
-            yield from _leaf_fields(types[f.name])
+            yield from _leaf_fields(types[f.name], frozenset(meta(f, "hide", ())), group_prefix(f, prefix))
         else:
-            yield f
+            yield prefix + f.name, f, types[f.name], None
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
@@ -43,17 +44,17 @@ def test_every_setting_is_an_option_and_every_option_a_setting(command):
     actions = [a for a in _subparser(command.name)._actions if a.dest not in ("help", "verbose")]
     hidden = NOT_OPTIONS.get(command.name, set())
     fields = list(_leaf_fields(command.settings, frozenset(hidden)))
-    assert sorted(a.dest for a in actions) == sorted(f.name for f in fields)
+    assert sorted(a.dest for a in actions) == sorted(leaf[0] for leaf in fields)
     assert {f.name for f in dataclasses.fields(command.settings) if not meta(f, "cli", True)} == hidden
-    for f in fields:
-        assert meta(f, "help"), f"{command.name}: {f.name} has no help text"
+    for dest, f, *_ in fields:
+        assert meta(f, "help"), f"{command.name}: {dest} has no help text"
     for a in actions:  # defaults are the dataclass's: argparse holds none of its own
         assert a.default is argparse.SUPPRESS or a.required or a.nargs == "?" or a.option_strings == [], a.dest
 
 
 def test_option_names_are_unique_per_command():
     for c in COMMANDS:
-        names = [f.name for f, _ in option_fields(c.settings)]
+        names = [leaf.dest for leaf in option_fields(c.settings)]
         assert len(names) == len(set(names)), c.name
 
 
@@ -94,7 +95,7 @@ def _variants(job):
 def test_resume_refuses_identity_changes_only(tmp_path, command):
     from gcpl.api import EvalJob, TrainJob
     from gcpl.runs import check_same_job
-    from gcpl.train import TrainConfig
+    from gcpl.trainer import TrainConfig
 
     base = (TrainJob(data="d", out=str(tmp_path), train=TrainConfig(lr=1e-3, steps=10, batch=4, groups=1))
             if command == "train" else EvalJob(data="d", out=str(tmp_path), run="r"))
@@ -111,3 +112,37 @@ def test_resume_refuses_identity_changes_only(tmp_path, command):
         else:
             check_same_job(tmp_path, job, ["a", "b"], "a run")
     assert seen >= 15
+
+
+@dataclasses.dataclass
+class Inner:
+    x: int = setting(1, "an int")
+    flip: bool = setting(True, "a flag", flag="--no-flip")
+    secret: int = setting(5, "set by the embedding")
+
+
+@dataclasses.dataclass
+class Outer:
+    a: Inner = setting(default_factory=Inner, prefix="a", hide=("secret",), help="first")
+    b: Inner = setting(default_factory=Inner, prefix="b", defaults={"x": 7}, help="second")
+    plain: Inner = setting(default_factory=Inner, hide=("x", "flip", "secret"), help="unprefixed")
+
+
+def test_prefixed_groups_hidden_fields_and_embedding_defaults():
+    """A dataclass embedded twice under prefixes: options --a-x / --b-x with their own dests, a
+    negative flag gets the prefix after --no-, hidden fields are no options, an embedding's
+    defaults are shown and applied; unprefixed groups keep their names."""
+    from gcpl.cli.options import add_options, build
+    from gcpl.settings import flat, replace
+
+    p = argparse.ArgumentParser()
+    add_options(p, Outer)
+    flags = {s for a in p._actions for s in a.option_strings} - {"-h", "--help"}
+    assert flags == {"--a-x", "--no-a-flip", "--b-x", "--no-b-flip", "--b-secret"}
+    assert "(default: 7)" in next(a.help for a in p._actions if "--b-x" in a.option_strings)
+    obj, given = build(Outer, p.parse_args(["--a-x", "3", "--no-b-flip"]))
+    assert (obj.a.x, obj.a.flip, obj.a.secret, obj.b.x, obj.b.flip) == (3, True, 5, 7, False)
+    assert given == {"a_x", "b_flip"}
+    assert flat(obj)["a_x"] == 3 and flat(obj)["b_x"] == 7 and flat(obj)["x"] == 1
+    changed = replace(obj, {"b_x": 9, "x": 4})
+    assert (changed.a.x, changed.b.x, changed.plain.x) == (3, 9, 4)

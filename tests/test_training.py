@@ -9,7 +9,7 @@ from gcpl.data.images import load_batch
 from gcpl.data.splits import read_samples
 from gcpl.io import read_jsonl
 from gcpl.latents import encode
-from gcpl.train import TrainConfig, Trainer, run_training
+from gcpl.trainer import TrainConfig, Trainer, run_training
 
 CLASSES = ["red", "green", "blue"]
 
@@ -83,7 +83,7 @@ def test_batched_gcpl_equals_single_class_runs(backbone, class_folder):
 
 @pytest.mark.parametrize("method", ["gcpl", "comple"])
 def test_resumed_equals_uninterrupted(backbone, class_folder, tmp_path, monkeypatch, method):
-    from gcpl.train import load_checkpoint
+    from gcpl.trainer import load_checkpoint
 
     stats, labels = _support(backbone, class_folder)
     cfg = TrainConfig(method=method, template="a photo of {}.", steps=5, lr=5e-2, seed=3, checkpoint_every=2,
@@ -119,7 +119,7 @@ def test_ctrl_c_checkpoints_the_finished_step_and_resumes_exactly(backbone, clas
     import signal
 
     from gcpl.errors import Interrupted
-    from gcpl.train import checkpoint_step
+    from gcpl.trainer import checkpoint_step
 
     stats, labels = _support(backbone, class_folder)
     cfg = TrainConfig(template="a photo of {}.", steps=6, lr=5e-2, seed=3, checkpoint_every=2, log_every=1)

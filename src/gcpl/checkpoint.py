@@ -4,7 +4,7 @@ written atomically (a crash leaves the previous snapshot whole; never a pickle).
     save(path, {"vectors": v, **optimizer_tensors(opt)[0]}, {"step": 100})
     tensors, meta = load(path)
 
-Used by class-token training (gcpl.train) and by the pretraining tools (tools/pretraining).
+Used by class-token training (gcpl.trainer) and by the pretraining tools (tools/pretraining).
 """
 
 from __future__ import annotations

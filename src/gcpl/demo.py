@@ -23,14 +23,14 @@ from .data.fractals import benchmark_split, generate_benchmark
 from .data.images import load_batch
 from .data.splits import Split
 from .errors import GcplError
+from .generation import samples_png
 from .io import atomic_write_text, read_json, write_json
 from .latents import encode
-from .methods import METHODS, MethodRun, method_names, run_method
+from .methods import METHODS, MethodRun, RunSettings, method_names, run_method
 from .metrics import compute_metrics
 from .runs import versions
-from .sample import samples_png
 from .settings import setting
-from .train import TrainConfig
+from .trainer import TrainConfig
 
 # zero-shot, GCPL, CoMPLe and the CLIP competitors that fit the demo's time (CoCoOp, MaPLe,
 # PromptSRC: --methods all)
@@ -173,10 +173,10 @@ def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress
         torch.set_num_threads(1)
         if METHODS[method].family == "diffusion":
             bb = load_backbone(cfg.model, cfg.device)
+    settings = RunSettings(model=cfg.model, clip_model=cfg.clip_model, device=cfg.device,
+                           calibrate=0 if method == "zeroshot" else cfg.calibrate)
     run = MethodRun(method=method, folder=Path(cfg.out) / method, data=split_file, shots=cfg.shots, seed=cfg.seed,
-                    template=TEMPLATE, init_word=INIT_WORD, model=cfg.model, clip_model=cfg.clip_model,
-                    device=cfg.device,
-                    calibrate=0 if method == "zeroshot" else cfg.calibrate,
+                    template=TEMPLATE, init_word=INIT_WORD, settings=settings,
                     train=getattr(cfg, method) if method in ("gcpl", "comple") else TrainConfig(),
                     classify=cfg.classify)
     m = run_method(run, progress=progress, backbone=bb)
@@ -252,7 +252,7 @@ def report_markdown(summary: dict) -> str:
 
 def _confusions(out: Path, methods, classes) -> None:
     try:
-        from .report import confusion_grid
+        from .reports.plots import confusion_grid
     except ImportError:
         return
     mats = {}

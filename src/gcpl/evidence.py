@@ -33,7 +33,7 @@ from .classify import timestep_pool
 from .errors import GcplError
 from .io import read_json, write_json
 from .latents import encode_files
-from .runs import run_fingerprint, support_samples
+from .runs import TrainedRun
 
 FILE = "classifier_evidence.json"
 VERSION = 1
@@ -106,35 +106,35 @@ def learn_evidence(clf, x0: torch.Tensor, labels: torch.Tensor, grid: int = GRID
     return ev, calls
 
 
-def load_or_learn_evidence(run_dir: str | Path, clf, classes: list[str], size: int | None = None,
+def load_or_learn_evidence(run: TrainedRun, clf, classes: list[str], size: int | None = None,
                            log=None, file: str | Path | None = None) -> Evidence | None:
     """The evidence of a trained run for classifier `clf` (its backbone, class tokens and
     `cfg.evidence_shots`, `cfg.norm`), learned on the run's support set and stored in
-    run_dir/classifier_evidence.json (or `file`); reused when that file matches (same tokens,
+    RUN/classifier_evidence.json (or `file`); reused when that file matches (same tokens,
     classes, model, size, norm and settings). `classes`: the class names in the classifier's
     order; `size`: the image size the test images are scored at (default: the model's). None
     when evidence_shots is 0."""
     shots = clf.cfg.evidence_shots
     if shots <= 0:
         return None
-    run, bb = Path(run_dir), clf.bb
+    bb = clf.bb
     size = size or bb.resolution
-    key = {"version": VERSION, "run_tokens": run_fingerprint(run),
+    key = {"version": VERSION, "run_tokens": run.digest,
            "classes": hashlib.sha256("\n".join(classes).encode()).hexdigest()[:16], "model": bb.model_id, "resolution": size,
            "prediction_type": bb.prediction_type, "norm": clf.cfg.norm, "shots": shots, "grid": GRID,
            "rivals": RIVALS, "seed": SEED}
-    path = Path(file) if file else run / FILE
+    path = Path(file) if file else run.folder / FILE
     if path.exists():
         stored = read_json(path)
         if stored.get("key") == key:
             return Evidence.from_json(stored["evidence"])
     t0 = time.perf_counter()
-    picked = support_samples(run, classes, shots)
+    picked = run.support(shots, classes)
     stats, kept, skipped = encode_files(bb.vae, [s.path for s in picked], size)
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[picked[i].class_name] for i in kept])
     ev, calls = learn_evidence(clf, stats.mean[:, 0] * bb.scaling_factor, labels)
-    base = (run / "split.json").parent.resolve()
+    base = run.folder.resolve()
     ev.info.update({
         "source": "support set: the first shots of each class in split.json's train list (never test images)",
         "support_images": [_rel(picked[i].path, base) for i in kept], "skipped": [p for p, _ in skipped],

@@ -23,6 +23,7 @@ the summary is rebuilt from whatever is finished, so n machines can share one ou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,18 +31,18 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .backbone import BUNDLED_NAMES, device_setting, dtype_setting, load_backbone, model_setting, resolution_setting
+from .backbone import load_backbone
 from .classify import ClassifyConfig
 from .data.loaders import get_dataset, prepare_dataset
 from .data.splits import Split
 from .errors import GcplError
 from .io import read_json, write_json
-from .methods import METHODS, MethodRun, method_names, order, run_method, uses_shots
+from .methods import METHODS, MethodRun, RunSettings, method_names, order, run_method, uses_shots
+from .reports.experiment import summarize_experiment
 from .runs import versions
 from .settings import differences, identity, setting
-from .summary import summarize_experiment
 from .tokens import check_template
-from .train import PRESETS, TrainConfig
+from .trainer import PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,25 @@ def _shard(text: str) -> tuple[int, int]:
     except ValueError:
         raise GcplError(f"--shard expects i/n such as 0/2, got {text!r}") from None
     return i, n
+
+
+#: TrainConfig fields an experiment sets for each run itself (not options of its groups)
+_RUN_SET = ("method", "preset", "template", "init_word", "seed")
+#: options of earlier releases -> their names now (accepted for one release, with a note)
+DEPRECATED_OPTIONS = {
+    "--steps-gcpl": ("--gcpl-steps",), "--steps-comple": ("--comple-steps",), "--lr-gcpl": ("--gcpl-lr",),
+    "--lr-comple": ("--comple-lr",), "--batch-gcpl": ("--gcpl-batch",), "--batch-comple": ("--comple-batch",),
+    "--lam": ("--comple-lam",), "--n-samples": ("--classify-n-samples",), "--keep": ("--classify-keep",),
+    "--spacing": ("--classify-spacing",), "--max-batch": ("--gcpl-max-batch", "--comple-max-batch"),
+    "--checkpoint-every": ("--gcpl-checkpoint-every", "--comple-checkpoint-every"),
+}
+#: experiment.json settings of earlier releases (flat) -> their dotted names now
+_LEGACY_KEYS = {"steps_gcpl": "gcpl.steps", "steps_comple": "comple.steps", "lr_gcpl": "gcpl.lr",
+                "lr_comple": "comple.lr", "batch_gcpl": "gcpl.batch", "batch_comple": "comple.batch",
+                "lam": "comple.lam", "n_samples": "classify.n_samples", "keep": "classify.keep",
+                "spacing": "classify.spacing", "model": "run.model", "clip_model": "run.clip_model",
+                "resolution": "run.resolution", "allow_fewer": "run.allow_fewer", "limit": "run.limit",
+                "dtype": "run.dtype"}
 
 
 @dataclass
@@ -71,40 +91,23 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = setting((1, 2, 3), "seeds: few-shot draw, training, classifier noise", identity=False)
     template: str | None = setting(None, "prompt with one {} (default: the dataset's, else 'A photo of {}.')")
     init_word: str | None = setting(None, "single-token initialiser word (default: the dataset's, else 'object')")
-    model: str | None = model_setting()
-    clip_model: str | None = setting(None, "CLIPModel of the CLIP methods: hub id, folder or 'tiny' (default: "
-                                     "openai/clip-vit-base-patch16; the bundled tiny CLIP with the bundled --model "
-                                     "or when HF_HUB_OFFLINE=1)")
-    device: str | None = device_setting()
-    dtype: str | None = dtype_setting()
-    resolution: int | None = resolution_setting()
     preset: str = setting("paper", "training recipe: paper = the authors' released code (GCPL lr 2e-3 over 4 "
                           "accumulated images, 500 steps, squashed images, the code's templates; CoMPLe as the "
                           "paper's text); default = the paper's text or the model's recommendation",
                           choices=tuple(PRESETS))
-    steps_gcpl: int | None = setting(None, "GCPL optimiser steps (default: the preset's)")
-    steps_comple: int | None = setting(None, "CoMPLe optimiser steps (default: the preset's)")
-    lr_gcpl: float | None = setting(None, "GCPL lr (default: the preset's)")
-    lr_comple: float | None = setting(None, "CoMPLe lr (default: the preset's)")
-    batch_gcpl: int | None = setting(None, "GCPL samples per class per step (default: the preset's)")
-    batch_comple: int | None = setting(None, "CoMPLe samples per step (default: the preset's)")
-    lam: float = setting(1e-3, "CoMPLe negative weight lambda (paper)")
-    n_samples: tuple[int, ...] | None = setting(None, "classifier: cumulative (t, noise) pairs per stage "
-                                                "(default: gcpl's schedule for the class count)")
-    keep: tuple[int, ...] | None = setting(None, "classifier: classes kept after each stage")
-    spacing: str = setting("nested", "classifier: nested (gcpl's stages, default), li (Li et al.'s adaptive "
-                           "schedule; alone: their Flowers schedule) or race (experimental)",
-                           choices=("nested", "li", "race"))
-    limit: int | None = setting(None, "score a seeded random subset of N test images per run")
+    run: RunSettings = setting(default_factory=RunSettings, help="what every method run shares")
+    gcpl: TrainConfig = setting(default_factory=TrainConfig, prefix="gcpl", hide=(*_RUN_SET, "lam", "groups"),
+                                help="GCPL training (unset: the preset's)")
+    comple: TrainConfig = setting(default_factory=lambda: TrainConfig(method="comple"), prefix="comple",
+                                  hide=_RUN_SET, defaults={"method": "comple"}, help="CoMPLe training (unset: the "
+                                  "preset's)")
+    classify: ClassifyConfig = setting(
+        default_factory=lambda: ClassifyConfig(spacing="li"), prefix="classify", hide=("seed",),
+        defaults={"spacing": "li"}, help="the diffusion classifier of every diffusion method (default: Li et al.'s "
+        "adaptive schedule, the paper's classifier)")
     eval_seed: int | None = setting(None, "classifier noise seed for every run (default: the run's seed)")
     split_seed: int = setting(0, "seed of the train/test split drawn from --root (datasets without an official one)")
     test_fraction: float | None = setting(None, "held-out fraction (default: the dataset's)")
-    allow_fewer: bool = setting(False, "classes with fewer than --shots images use all they have")
-    strict: bool = setting(False, "fail on unreadable images instead of skipping them", identity=False)
-    checkpoint_every: int = setting(100, "training steps between checkpoints", identity=False)
-    images_per_batch: int = setting(8, "images scored together", identity=False)
-    classify_batch: int = setting(64, "UNet samples per call in evaluation", identity=False)
-    max_batch: int = setting(64, "UNet samples per training forward", identity=False)
     shard: tuple[int, int] = setting((0, 1), "run shard i of n (0-based), e.g. 0/2 and 1/2 on two GPUs writing to "
                                      "the same --out", parse=_shard, identity=False)
     quiet: bool = setting(False, "no progress output", flag=("-q", "--quiet"), identity=False)
@@ -112,9 +115,6 @@ class ExperimentConfig:
     def __post_init__(self):
         self.methods = method_names(self.methods)
         self.shots, self.seeds = tuple(int(k) for k in self.shots), tuple(int(s) for s in self.seeds)
-        for name in ("n_samples", "keep"):
-            if getattr(self, name) is not None:
-                setattr(self, name, tuple(getattr(self, name)))
         self.shard = tuple(self.shard)
         trained = any(uses_shots(m) for m in self.methods)
         if trained and (not self.shots or any(k < 1 for k in self.shots)):
@@ -126,11 +126,6 @@ class ExperimentConfig:
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             raise GcplError(f"--shard {i}/{n}: use i/n with 0 <= i < n, e.g. 0/2 and 1/2 for two machines")
-        for name in ("steps_gcpl", "steps_comple"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise GcplError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise GcplError("--limit must be at least 1")
         if (self.root is None) == (self.data is None):
             raise GcplError("give the data either as --root (a dataset folder, with --dataset) or --data (a split JSON)")
         if self.root is not None and self.dataset is None:
@@ -148,6 +143,8 @@ class ExperimentConfig:
     def result_settings(self) -> dict:
         """The settings that change results; a rerun into the same folder must keep them."""
         d = identity(self)
+        for m in ("gcpl", "comple"):  # a train run may be resumed to more steps; an experiment's runs may not
+            d[m]["steps"] = getattr(self, m).steps
         d["dataset"] = self.dataset_info().name if self.dataset else None
         d["template"], d["init_word"] = self.resolved_template()
         return d
@@ -210,6 +207,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _current_keys(settings: dict) -> dict:
+    """experiment.json settings of an earlier release (flat keys) in today's nested form: the
+    values it stored where they moved, today's defaults for what it did not have."""
+    if "steps_gcpl" not in settings:  # written by this release
+        return settings
+    flat_old = {_LEGACY_KEYS.get(k, k): v for k, v in settings.items()}
+    fresh = _flatten(ExperimentConfig(out=".", data=".").result_settings())
+    merged = {**fresh, **{k: v for k, v in flat_old.items() if k in fresh or "." not in k}}
+    for k in ("dataset", "template", "init_word", "split_sha256"):
+        if k in settings:
+            merged[k] = settings[k]
+    if "spacing" not in settings:  # before the classifier had a choice: gcpl's nested stages
+        merged["classify.spacing"] = "nested"
+    return _nest(merged)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        *parents, leaf = k.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
 def _record_experiment(cfg: ExperimentConfig, split: Path) -> dict:
     """Write (or check and extend) out/experiment.json; settings must match an existing one."""
     out = Path(cfg.out)
@@ -219,7 +253,7 @@ def _record_experiment(cfg: ExperimentConfig, split: Path) -> dict:
     path = out / "experiment.json"
     if path.exists():
         old = read_json(path)
-        prev = old.get("settings", {})
+        prev = _current_keys(old.get("settings", {}))
         diff = differences(prev, settings)
         if diff:
             raise GcplError(f"{out} holds an experiment with other settings ({'; '.join(diff)}); rerun with the "
@@ -268,18 +302,12 @@ def eval_finished(folder: Path, expected: int | None = None) -> bool:
 def method_run(cfg: ExperimentConfig, run: Run, split: Path) -> MethodRun:
     """What one grid cell runs: the experiment's settings for this method, shots and seed."""
     template, init_word = cfg.resolved_template()
-    gcpl = run.method == "gcpl"
-    tc = TrainConfig(preset=cfg.preset, steps=cfg.steps_gcpl if gcpl else cfg.steps_comple,
-                     lr=cfg.lr_gcpl if gcpl else cfg.lr_comple, batch=cfg.batch_gcpl if gcpl else cfg.batch_comple,
-                     lam=cfg.lam, max_batch=cfg.max_batch, checkpoint_every=cfg.checkpoint_every)
+    train = cfg.comple if run.method == "comple" else cfg.gcpl
     return MethodRun(
         method=run.method, folder=run.folder(cfg.out), data=str(split), shots=run.shots, seed=run.seed,
-        template=template, init_word=init_word, model=cfg.model, device=cfg.device, dtype=cfg.dtype,
-        clip_model=cfg.clip_model or ("tiny" if cfg.model in BUNDLED_NAMES else None),
-        resolution=cfg.resolution, allow_fewer=cfg.allow_fewer, strict=cfg.strict, limit=cfg.limit,
-        images_per_batch=cfg.images_per_batch, train=tc,
-        classify=ClassifyConfig(n_samples=cfg.n_samples, keep=cfg.keep, spacing=cfg.spacing, batch=cfg.classify_batch,
-                                seed=run.seed if cfg.eval_seed is None else cfg.eval_seed),
+        template=template, init_word=init_word, settings=cfg.run,
+        train=dataclasses.replace(train, preset=cfg.preset),
+        classify=dataclasses.replace(cfg.classify, seed=run.seed if cfg.eval_seed is None else cfg.eval_seed),
     )
 
 
@@ -296,7 +324,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True, backbone=None) 
     out = Path(cfg.out)
     split = _split_file(cfg)
     _record_experiment(cfg, split)
-    expected = _expected_images(split, cfg.limit)
+    expected = _expected_images(split, cfg.run.limit)
     mine = shard_runs(plan_runs(cfg), cfg.shard)
     todo = [r for r in mine if not eval_finished(r.folder(out), expected)]
     _say(progress, f"experiment {out}: shard {cfg.shard[0]}/{cfg.shard[1]} has {len(mine)} runs, "
@@ -304,7 +332,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True, backbone=None) 
     bb = backbone
     for j, run in enumerate(todo, 1):
         if bb is None and METHODS[run.method].family == "diffusion":  # loaded once, only when needed
-            bb = load_backbone(cfg.model, cfg.device, cfg.dtype)
+            bb = load_backbone(cfg.run.model, cfg.run.device, cfg.run.dtype)
         _say(progress, f"[{j}/{len(todo)}] {run.name}")
         m = run_method(method_run(cfg, run, split), progress=progress, backbone=bb)
         if m.get("n_images"):

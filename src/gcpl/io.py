@@ -44,6 +44,22 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def resume_jsonl(path: str | Path) -> list[dict]:
+    """The whole records of a JSONL file that a job is about to append to, with the file rewritten
+    to hold exactly them when a crash left a torn last line (so the next append starts a new line)."""
+    path = Path(path)
+    records = read_jsonl(path)
+    text = path.read_text() if path.exists() else ""
+    if text and (not text.endswith("\n") or text.count("\n") != len(records)):
+        write_jsonl(path, records)
+    return records
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Replace a JSONL file with these records, atomically."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file, ignoring a torn last line left by a crash."""
     path = Path(path)

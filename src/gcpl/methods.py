@@ -3,20 +3,55 @@ then evaluate) that the demo and the experiment runner share.
 
 A run of a method lives in one folder: `train/` (when the method learns anything) and `eval/`
 (predictions.jsonl, results.json, results.md: the same files for every method). Rerunning a
-finished run recomputes nothing; an interrupted one resumes. To add a method, add a `Method`
-to METHODS with its runner.
+finished run recomputes nothing; an interrupted one resumes. A method is added by one decorated
+class (`@register_method`, gcpl.method_registry): the diffusion methods here, the CLIP
+competitors in gcpl.clip (imported here, so `METHODS` holds every method once this module is
+imported).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backbone import BUNDLED_NAMES, device_setting, dtype_setting, model_setting, resolution_setting
 from .classify import ClassifyConfig
+from .clip import ClipJob, run_clip
 from .errors import GcplError
-from .train import TrainConfig
+from .method_registry import FAMILIES, METHODS, MethodInfo, register_method
+from .settings import setting
+from .trainer import TrainConfig
+
+__all__ = ["METHODS", "MethodInfo", "MethodRun", "RunSettings", "all_methods", "method_names", "order", "run_method",
+           "uses_shots"]
+
+
+@dataclass
+class RunSettings:
+    """What every method run of an experiment shares, beyond its method, shots and seed (options of
+    `gcpl experiment`; the demo fills them itself)."""
+
+    model: str | None = model_setting()
+    clip_model: str | None = setting(None, "CLIPModel of the CLIP methods: hub id, folder or 'tiny' (default: "
+                                     "openai/clip-vit-base-patch16; the bundled tiny CLIP with the bundled --model "
+                                     "or when HF_HUB_OFFLINE=1)")
+    device: str | None = device_setting()
+    dtype: str | None = dtype_setting()
+    resolution: int | None = resolution_setting()
+    allow_fewer: bool = setting(False, "classes with fewer than --shots images use all they have")
+    strict: bool = setting(False, "fail on unreadable images instead of skipping them", identity=False)
+    limit: int | None = setting(None, "score a seeded random subset of N test images per run (seeded by the "
+                                "classifier's seed)")
+    calibrate: int = setting(0, "remove each learned token's generic error level, measured on N support images "
+                             "per class (0: off)", metavar="N")
+    images_per_batch: int = setting(8, "images scored together", identity=False)
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise GcplError("--limit must be at least 1")
+        if self.calibrate < 0 or self.images_per_batch < 1:
+            raise GcplError("--calibrate must be at least 0 and --images-per-batch at least 1")
 
 
 @dataclass
@@ -30,90 +65,74 @@ class MethodRun:
     seed: int  # few-shot draw and training randomness
     template: str
     init_word: str
-    model: str | None = None  # the diffusion model (hub id, folder, "tiny")
-    clip_model: str | None = None  # the CLIP methods' CLIPModel (hub id, folder, "tiny"); None: ClipJob's default
-    device: str | None = None
-    dtype: str | None = None
-    resolution: int | None = None
-    allow_fewer: bool = False
-    strict: bool = False
-    limit: int | None = None  # a seeded subset of test images (seeded by classify.seed)
-    calibrate: int = 0
-    images_per_batch: int = 8
+    settings: RunSettings = field(default_factory=RunSettings)
     train: TrainConfig = field(default_factory=TrainConfig)  # diffusion tokens; method and seed are set here
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # its seed is the evaluation seed
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str  # as given to --methods
-    short: str  # in wide tables (experiment summaries)
-    label: str  # in the demo's table
-    uses_shots: bool  # False: runs once per seed, whatever the shots (zero-shot)
-    runner: Callable[[MethodRun, bool, object], dict]  # (run, progress, backbone or None) -> metrics
-    family: str = "diffusion"  # "diffusion" (needs the SD backbone) or "clip"
-    demo_seconds: float = 0.0  # CPU seconds on the demo benchmark (measured; orders the demo's work only)
+@register_method("zeroshot", short="Zero-shot", label="zero-shot diffusion classifier (class names)",
+                 family="diffusion", uses_shots=False, demo_seconds=600)
+class ZeroShotDiffusion:
+    """The diffusion classifier with plain class names in the template (no training)."""
+
+    @staticmethod
+    def run(run: MethodRun, progress: bool, backbone) -> dict:
+        from .jobs.evaluate import EvalJob, evaluate
+
+        s = run.settings
+        job = EvalJob(data=run.data, out=str(run.folder / "eval"), zero_shot=True, template=run.template,
+                      model=s.model, device=s.device, dtype=s.dtype, resolution=s.resolution, part="test",
+                      limit=s.limit, images_per_batch=s.images_per_batch, strict=s.strict, classify=run.classify)
+        return evaluate(job, progress=progress, backbone=backbone)
 
 
-def _zero_shot(run: MethodRun, progress: bool, backbone) -> dict:
-    from .api import EvalJob, evaluate
-
-    job = EvalJob(data=run.data, out=str(run.folder / "eval"), zero_shot=True, template=run.template,
-                  model=run.model, device=run.device, dtype=run.dtype, resolution=run.resolution, part="test",
-                  limit=run.limit, images_per_batch=run.images_per_batch, strict=run.strict, classify=run.classify)
-    return evaluate(job, progress=progress, backbone=backbone)
-
-
-def _tokens(run: MethodRun, progress: bool, backbone) -> dict:
+class LearnedTokens:
     """GCPL or CoMPLe: train the class tokens (resume=True: a finished run is only checked), then
     classify with them."""
-    from .api import EvalJob, TrainJob, evaluate, train
 
-    tc = dataclasses.replace(run.train, method=run.method, seed=run.seed, template=run.template,
-                             init_word=run.init_word)
-    folder = run.folder / "train"
-    train(TrainJob(data=run.data, out=str(folder), shots=run.shots, model=run.model, device=run.device,
-                   dtype=run.dtype, resolution=run.resolution, allow_fewer=run.allow_fewer, strict=run.strict,
-                   resume=True, train=tc), progress=progress, backbone=backbone)
-    job = EvalJob(data=run.data, out=str(run.folder / "eval"), run=str(folder), model=run.model, device=run.device,
-                  dtype=run.dtype, resolution=run.resolution, part="test", limit=run.limit,
-                  images_per_batch=run.images_per_batch, strict=run.strict, calibrate=run.calibrate,
-                  classify=run.classify)
-    return evaluate(job, progress=progress, backbone=backbone)
+    @staticmethod
+    def run(run: MethodRun, progress: bool, backbone) -> dict:
+        from .jobs.evaluate import EvalJob, evaluate
+        from .jobs.train import TrainJob, train
+
+        s = run.settings
+        tc = dataclasses.replace(run.train, method=run.method, seed=run.seed, template=run.template,
+                                 init_word=run.init_word)
+        folder = run.folder / "train"
+        train(TrainJob(data=run.data, out=str(folder), shots=run.shots, model=s.model, device=s.device,
+                       dtype=s.dtype, resolution=s.resolution, allow_fewer=s.allow_fewer, strict=s.strict,
+                       resume=True, train=tc), progress=progress, backbone=backbone)
+        job = EvalJob(data=run.data, out=str(run.folder / "eval"), run=str(folder), model=s.model,
+                      device=s.device, dtype=s.dtype, resolution=s.resolution, part="test", limit=s.limit,
+                      images_per_batch=s.images_per_batch, strict=s.strict, calibrate=s.calibrate,
+                      classify=run.classify)
+        return evaluate(job, progress=progress, backbone=backbone)
 
 
-def _clip(run: MethodRun, progress: bool, backbone) -> dict:
+@register_method("gcpl", short="GCPL", label="GCPL (learned class tokens)", family="diffusion", trains=True,
+                 demo_seconds=800)
+class Gcpl(LearnedTokens):
+    """One token per class, trained as if alone (paper Eq. 1-2)."""
+
+
+@register_method("comple", short="CoMPLe", label="CoMPLe (joint contrastive tokens)", family="diffusion",
+                 trains=True, demo_seconds=1000)
+class Comple(LearnedTokens):
+    """All tokens jointly with the contrastive loss (paper Eq. 3)."""
+
+
+def _run_clip(run: MethodRun, progress: bool, backbone) -> dict:
     """A CLIP competitor (gcpl.clip) on the same split, shots, seed and test subset; its run folder
     (what it learned and its predictions) is run.folder/eval, like every method's results."""
-    from .clip import ClipJob, run_clip
-
+    s = run.settings
+    clip_model = s.clip_model or ("tiny" if s.model in BUNDLED_NAMES else None)
     job = ClipJob(method=run.method, data=run.data, out=str(run.folder / "eval"), shots=max(run.shots, 1),
-                  seed=run.seed, template=run.template, device=run.device, limit=run.limit,
-                  eval_seed=run.classify.seed, allow_fewer=run.allow_fewer, strict=run.strict,
-                  **({"model": run.clip_model} if run.clip_model else {}))
+                  seed=run.seed, template=run.template, device=s.device, limit=s.limit,
+                  eval_seed=run.classify.seed, allow_fewer=s.allow_fewer, strict=s.strict,
+                  **({"model": clip_model} if clip_model else {}))
     return run_clip(job, progress=progress)
 
 
-def _clip_methods() -> tuple[Method, ...]:
-    from .clip.config import METHODS as CLIP
-    from .clip.config import USES_SHOTS
-    from .clip.methods import LABELS, SHORT
-
-    # single-thread CPU seconds of each on the demo benchmark (10 classes, 16 shots, 12 test images
-    # each; bundled tiny CLIP), measured on the 2-core machine of docs/PERFORMANCE.md
-    seconds = {"clip-zs": 2, "linear-probe": 7, "tip-adapter": 6, "tip-adapter-f": 13, "coop": 127, "kgcoop": 40,
-               "cocoop": 87, "maple": 16, "promptsrc": 179}
-    return tuple(Method(n, SHORT[n], LABELS[n], n in USES_SHOTS, _clip, family="clip", demo_seconds=seconds[n])
-                 for n in CLIP)
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("zeroshot", "Zero-shot", "zero-shot diffusion classifier (class names)", False, _zero_shot,
-           demo_seconds=600),
-    Method("gcpl", "GCPL", "GCPL (learned class tokens)", True, _tokens, demo_seconds=800),
-    Method("comple", "CoMPLe", "CoMPLe (joint contrastive tokens)", True, _tokens, demo_seconds=1000),
-    *_clip_methods(),
-)}
 ALIASES = {"zero-shot": "zeroshot", "zs": "zeroshot"}
 
 
@@ -121,20 +140,26 @@ def method_names(text: str | tuple | list) -> tuple[str, ...]:
     """'gcpl, Zero-shot' -> ('gcpl', 'zeroshot'), checked against the registry (one-line errors);
     'all' -> every method."""
     items = text.split(",") if isinstance(text, str) else list(text)
+    known = all_methods()
     if [str(x).strip().lower() for x in items] == ["all"]:
-        return tuple(METHODS)
+        return known
     names = tuple(ALIASES.get(x.strip().lower(), x.strip().lower()) for x in items if str(x).strip())
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
-        raise GcplError(f"unknown method {', '.join(unknown) or '(none given)'}; use some of {', '.join(METHODS)}")
+        raise GcplError(f"unknown method {', '.join(unknown) or '(none given)'}; use some of {', '.join(known)}")
     if len(set(names)) != len(names):
         raise GcplError(f"methods {','.join(names)} name a method twice")
     return names
 
 
+def all_methods() -> tuple[str, ...]:
+    """Every registered method, the diffusion family first, each family in registration order."""
+    return tuple(n for fam in FAMILIES for n, m in METHODS.items() if m.family == fam)
+
+
 def order(name: str) -> int:
-    """Position of a method in tables and run lists (registry order; unknown names last)."""
-    names = list(METHODS)
+    """Position of a method in tables and run lists (`all_methods` order; unknown names last)."""
+    names = all_methods()
     return names.index(name) if name in names else len(names)
 
 
@@ -145,4 +170,7 @@ def uses_shots(name: str) -> bool:
 
 def run_method(run: MethodRun, progress: bool = True, backbone=None) -> dict:
     """Train (if the method learns) and evaluate one method into run.folder; returns the metrics."""
-    return METHODS[run.method].runner(run, progress, backbone)
+    info = METHODS[run.method]
+    if info.family == "clip":
+        return _run_clip(run, progress, backbone)
+    return info.impl.run(run, progress, backbone)

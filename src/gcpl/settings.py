@@ -17,8 +17,17 @@ Metadata keys (all optional but `help`):
     choices   allowed values
     parse     callable str -> value for types the annotation does not describe (e.g. "0/2")
     metavar   shown in --help
+    prefix    on a field whose type is itself a settings dataclass: its fields become options
+              `--PREFIX-NAME` (ExperimentConfig.gcpl: TrainConfig with prefix "gcpl" gives
+              --gcpl-steps, --gcpl-lr, ...), so one dataclass can be embedded twice
+    hide      on such a field: names of its fields that are not options there (the embedding
+              command sets them itself, e.g. an experiment sets each run's seed)
+    defaults  on such a field: {name: value} defaults of its fields in this embedding (the
+              command line shows and applies them; the dataclass's own defaults elsewhere)
 A field whose type is itself a settings dataclass (TrainJob.train: TrainConfig) is flattened:
-its fields become options of the same command.
+its fields become options of the same command, named as they are unless the field has a prefix.
+Each leaf is known by its *dest*: its name behind the prefixes of the groups it is nested in
+(`gcpl_steps`); `leaves`, `flat` and `replace` speak dests.
 """
 
 from __future__ import annotations
@@ -30,10 +39,11 @@ from dataclasses import MISSING, Field, field
 
 
 def setting(default=MISSING, help: str = "", *, default_factory=MISSING, identity: bool = True, cli: bool = True,
-            flag: str | None = None, choices=None, parse=None, metavar: str | None = None) -> Field:
+            flag: str | None = None, choices=None, parse=None, metavar: str | None = None,
+            prefix: str | None = None, hide: tuple[str, ...] = (), defaults: dict | None = None) -> Field:
     """A dataclass field with its command-line help and its role in a run's identity."""
     meta = {"help": help, "identity": identity, "cli": cli, "flag": flag, "choices": choices, "parse": parse,
-            "metavar": metavar}
+            "metavar": metavar, "prefix": prefix, "hide": tuple(hide), "defaults": dict(defaults or {})}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,16 +97,77 @@ def differences(stored: dict, current: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def replace(obj, values: dict):
-    """A copy of a (nested) settings dataclass with `values` (flat field name -> value) applied
-    wherever a field of that name lives; unknown names are ignored."""
+def group_prefix(f: Field, prefix: str = "") -> str:
+    """The dest prefix of the fields nested under field f (itself under `prefix`)."""
+    own = meta(f, "prefix")
+    return f"{prefix}{own}_" if own else prefix
+
+
+class Leaf(typing.NamedTuple):
+    dest: str  # the field's name behind the prefixes of its groups
+    field: Field
+    type: object  # resolved annotation
+    default: object  # the field's default where it is embedded (MISSING: required)
+
+
+def field_default(f: Field):
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def leaves(cls, prefix: str = "", cli_only: bool = False, hidden: tuple[str, ...] = (),
+           defaults: dict | None = None) -> list[Leaf]:
+    """Every non-nested field of a settings dataclass, nested settings walked (cli_only: fields
+    with cli=False, everything under them, and the fields a group hides, left out)."""
+    types = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if cli_only and (not meta(f, "cli", True) or f.name in hidden):
+            continue
+        tp = types[f.name]
+        if is_settings(tp):
+            out += leaves(tp, group_prefix(f, prefix), cli_only, meta(f, "hide", ()), meta(f, "defaults", {}))
+        else:
+            default = (defaults or {}).get(f.name, field_default(f))
+            out.append(Leaf(prefix + f.name, f, tp, default))
+    return out
+
+
+def embedded(obj_or_cls, name: str):
+    """A nested settings field's default object where it is embedded: the group's dataclass with
+    the embedding's `defaults` applied (dataclasses.field defaults elsewhere)."""
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    base = field_default(f)
+    over = meta(f, "defaults", {})
+    return dataclasses.replace(base, **over) if over else base
+
+
+def flat(obj, prefix: str = "") -> dict:
+    """dest -> value of every non-nested field of a settings object."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(flat(value, group_prefix(f, prefix)))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def replace(obj, values: dict, prefix: str = ""):
+    """A copy of a (nested) settings dataclass with `values` (dest -> value) applied; unknown
+    dests are ignored."""
     changes = {}
     for f in dataclasses.fields(obj):
         cur = getattr(obj, f.name)
         if dataclasses.is_dataclass(cur) and not isinstance(cur, type):
-            changes[f.name] = replace(cur, values)
-        elif f.name in values:
-            changes[f.name] = values[f.name]
+            changes[f.name] = replace(cur, values, group_prefix(f, prefix))
+        elif prefix + f.name in values:
+            changes[f.name] = values[prefix + f.name]
     return dataclasses.replace(obj, **changes)
 
 

@@ -22,9 +22,12 @@ from .errors import GcplError
 
 
 def check_template(template: str) -> str:
-    if template.count("{}") != 1:
+    """A prompt template with exactly one {} where the class goes and no other braces (they would
+    break str.format), else a one-line GcplError."""
+    rest = template.replace("{}", "") if isinstance(template, str) else "{"
+    if not isinstance(template, str) or template.count("{}") != 1 or "{" in rest or "}" in rest:
         raise GcplError(
-            f"template {template!r} must contain exactly one {{}} where the class goes, "
+            f"template {template!r} must contain exactly one {{}} where the class goes (and no other braces), "
             "e.g. 'A photo of {}, a type of car.'"
         )
     return template

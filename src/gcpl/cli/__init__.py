@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import __version__
 from ..errors import GcplError, Interrupted
@@ -26,6 +26,7 @@ class Command:
     settings: type  # the settings dataclass its options come from
     run: Callable  # (settings object, names of the options given) -> None
     example: str = ""
+    deprecated: dict = field(default_factory=dict)  # old option -> its replacement(s), accepted for one release
 
 
 COMMANDS = [
@@ -43,7 +44,8 @@ COMMANDS = [
             commands.DemoConfig, commands.demo, "gcpl demo --out runs/demo"),
     Command("experiment", "the paper's protocol: methods x shots x seeds on one dataset, then its tables",
             commands.ExperimentConfig, commands.experiment,
-            "gcpl experiment --dataset cars --root /data/stanford_cars --out runs/paper/cars"),
+            "gcpl experiment --dataset cars --root /data/stanford_cars --out runs/paper/cars",
+            deprecated=commands.EXPERIMENT_DEPRECATED),
     Command("report", "rebuild summary.md/.csv and plots of an experiment folder", commands.ReportJob,
             commands.report, "gcpl report runs/paper/cars"),
     Command("prepare", "read a dataset as distributed and write its canonical split JSON", commands.PrepareJob,
@@ -74,7 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def renamed_options(argv: list[str]) -> list[str]:
+    """argv with the deprecated options of its command replaced by today's (a note each)."""
+    command = next((c for c in COMMANDS if c.name in argv), None)
+    if command is None or not command.deprecated:
+        return argv
+    out = []
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        new = command.deprecated.get(name)
+        if new is None:
+            out.append(arg)
+            continue
+        print(f"note: gcpl {command.name} {name} is deprecated and will be removed; use {' and '.join(new)}",
+              file=sys.stderr)
+        value = value if eq else next(it, None)
+        for n in new:
+            out += [n] if value is None else [n, value]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = renamed_options(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error argparse has printed

@@ -6,17 +6,19 @@ import contextlib
 import sys
 import warnings
 
-from ..api import EvalJob, TrainJob, resume_settings
 from ..data.fractals import FractalsJob
 from ..data.loaders.prepare import PrepareJob
 from ..demo import DemoConfig
+from ..experiment import DEPRECATED_OPTIONS as EXPERIMENT_DEPRECATED
 from ..experiment import ExperimentConfig
-from ..predict import PredictJob
-from ..sample import SampleJob
-from ..summary import ReportJob
+from ..jobs.evaluate import EvalJob
+from ..jobs.predict import PredictJob
+from ..jobs.sample import SampleJob
+from ..jobs.train import TrainJob, resume_settings
+from ..reports.experiment import ReportJob
 
-__all__ = ["DemoConfig", "EvalJob", "ExperimentConfig", "FractalsJob", "PredictJob", "PrepareJob", "ReportJob",
-           "SampleJob", "TrainJob"]
+__all__ = ["EXPERIMENT_DEPRECATED", "DemoConfig", "EvalJob", "ExperimentConfig", "FractalsJob", "PredictJob",
+           "PrepareJob", "ReportJob", "SampleJob", "TrainJob"]
 
 
 class WarningCount:
@@ -55,7 +57,7 @@ def how_to_continue(command: str) -> str:
 
 
 def train(job: TrainJob, given: set[str]) -> None:
-    from ..api import train as run
+    from ..jobs.train import train as run
 
     if job.resume:
         job = resume_settings(job, given)
@@ -64,7 +66,7 @@ def train(job: TrainJob, given: set[str]) -> None:
 
 
 def evaluate(job: EvalJob, given: set[str]) -> None:
-    from ..api import evaluate as run
+    from ..jobs.evaluate import evaluate as run
 
     m = run(job)
     if not m.get("n_images"):
@@ -77,7 +79,7 @@ def evaluate(job: EvalJob, given: set[str]) -> None:
 
 
 def predict(job: PredictJob, given: set[str]) -> None:
-    from ..predict import predict as run
+    from ..jobs.predict import predict as run
 
     r = run(job)
     skipped = f", {r['skipped']} unreadable" if r["skipped"] else ""
@@ -85,7 +87,7 @@ def predict(job: PredictJob, given: set[str]) -> None:
 
 
 def sample(job: SampleJob, given: set[str]) -> None:
-    from ..sample import sample as run
+    from ..jobs.sample import sample as run
 
     r = run(job)
     print(f"{len(r['images'])} images -> {job.out}/, grid -> {r['grid']}")
@@ -107,8 +109,8 @@ def experiment(cfg: ExperimentConfig, given: set[str]) -> None:
 def report(job: ReportJob, given: set[str]) -> None:
     from pathlib import Path
 
-    from ..paper_table import report_datasets
-    from ..summary import summarize_experiment
+    from ..reports.experiment import summarize_experiment
+    from ..reports.paper import report_datasets
 
     if len(job.run_dirs) == 1:
         s = summarize_experiment(job.run_dirs[0])

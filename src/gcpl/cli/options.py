@@ -1,5 +1,7 @@
 """Command-line options derived from settings dataclasses (see gcpl.settings): one option per
-field with `cli` metadata, its help and default from the field, nested settings flattened.
+field with `cli` metadata, its help and default from the field, nested settings flattened (a
+group with a `prefix` gives `--PREFIX-NAME` options; the option's dest is the field's dest,
+gcpl.settings.leaves).
 
 Options are added with `default=SUPPRESS`, so the parsed namespace holds only what the user
 typed; `build(cls, ns)` fills in the dataclass defaults and reports which fields were given
@@ -13,7 +15,7 @@ import dataclasses
 import typing
 
 from ..errors import GcplError
-from ..settings import field_types, is_settings, meta
+from ..settings import Leaf, field_types, group_prefix, is_settings, leaves, meta
 
 
 def ints(s: str) -> tuple[int, ...]:
@@ -72,41 +74,44 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def option_fields(cls) -> list[tuple[dataclasses.Field, object]]:
-    """(field, resolved type) of every command-line field of cls, nested settings flattened."""
-    types = field_types(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        tp = types[f.name]
-        if not meta(f, "cli", True):
-            continue
-        out += option_fields(tp) if is_settings(tp) else [(f, tp)]
-    return out
+def option_fields(cls) -> list[Leaf]:
+    """(dest, field, resolved type, default) of every command-line field of cls, nested settings
+    flattened."""
+    return leaves(cls, cli_only=True)
 
 
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
+def _flags(dest: str, f: dataclasses.Field, negative: bool) -> tuple[str, ...]:
+    """The option strings of a field: its own `flag` (a prefixed group puts its prefix after the
+    dashes, and after `--no-` for a negative flag), else --DEST (--no-DEST for a bool that defaults
+    to True)."""
+    flag = meta(f, "flag")
+    prefix = dest[: len(dest) - len(f.name)].replace("_", "-")
+    if isinstance(flag, tuple):
+        return flag
+    if not flag:
+        return (("--no-" if negative else "--") + dest.replace("_", "-"),)
+    if not prefix:
+        return (flag,)
+    if flag.startswith("--no-"):
+        return ("--no-" + prefix + flag[5:],)
+    return ("--" + prefix + flag.lstrip("-"),)
 
 
 def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One option per command-line field of cls (help shows the default when it is a value)."""
-    for f, tp in option_fields(cls):
-        if f.name in skip:
+    for dest, f, tp, default in option_fields(cls):
+        if dest in skip:
             continue
-        default = _default(f)
         help_ = meta(f, "help", "")
         flag = meta(f, "flag")
-        kw = {"help": help_, "dest": f.name, "default": argparse.SUPPRESS}
+        kw = {"help": help_, "dest": dest, "default": argparse.SUPPRESS}
         if meta(f, "metavar"):
             kw["metavar"] = meta(f, "metavar")
         base, _ = _scalar(tp)
+        negative = base is bool and default is True
         if base is bool:
-            if default is True:
-                kw["action"], flag = "store_false", flag or "--no-" + f.name.replace("_", "-")
+            if negative:
+                kw["action"] = "store_false"
                 kw["help"] = f"turn off: {help_}"
             else:
                 kw["action"] = "store_true"
@@ -124,33 +129,36 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
                 kw.pop("default")
             else:
                 kw["nargs"] = "*" if kw.get("nargs") == "+" else "?"
-            parser.add_argument(f.name, **kw)
+            parser.add_argument(dest, **kw)
             continue
         if default is dataclasses.MISSING:
             kw["required"] = True
             kw.pop("default")
-        flags = flag if isinstance(flag, tuple) else (flag or "--" + f.name.replace("_", "-"),)
-        parser.add_argument(*flags, **kw)
+        parser.add_argument(*_flags(dest, f, negative), **kw)
 
 
 def build(cls, ns: argparse.Namespace, **overrides):
     """cls from parsed options (dataclass defaults for what was not given) -> (obj, given names)."""
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}  # nargs lists
-    given = {f.name for f, _ in option_fields(cls) if f.name in values}
+    given = {leaf.dest for leaf in option_fields(cls) if leaf.dest in values}
     return _build(cls, values, overrides), given
 
 
-def _build(cls, values: dict, overrides: dict):
+def _build(cls, values: dict, overrides: dict, prefix: str = "", defaults: dict | None = None):
+    """overrides: top-level field name -> value (not parsed from the command line); defaults: the
+    embedding's defaults of a nested group's fields."""
     types = field_types(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         tp = types[f.name]
-        if f.name in overrides:
+        if not prefix and f.name in overrides:
             kwargs[f.name] = overrides[f.name]
         elif not meta(f, "cli", True):
             continue
         elif is_settings(tp):
-            kwargs[f.name] = _build(tp, values, overrides)
-        elif f.name in values:
-            kwargs[f.name] = values[f.name]
+            kwargs[f.name] = _build(tp, values, overrides, group_prefix(f, prefix), meta(f, "defaults", {}))
+        elif prefix + f.name in values:
+            kwargs[f.name] = values[prefix + f.name]
+        elif defaults and f.name in defaults:
+            kwargs[f.name] = defaults[f.name]
     return cls(**kwargs)

@@ -11,7 +11,8 @@ schedules, checkpoints), classic / tip / coop / deep (the methods), config (Clip
 (run_clip). Hyperparameters and their sources: each module's docstring and docs/CLIP.md.
 """
 
-from .config import METHODS, ClipJob, job_identity
+from .config import ClipJob, job_identity
+from .methods import clip_methods, make_method
 from .runner import run_clip
 
-__all__ = ["METHODS", "ClipJob", "job_identity", "run_clip"]
+__all__ = ["ClipJob", "clip_methods", "job_identity", "make_method", "run_clip"]

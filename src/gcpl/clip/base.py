@@ -93,3 +93,10 @@ class ClipMethod:
 
 def normed(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
+
+
+def cosine_logits(clip: Clip, pixels: torch.Tensor, text: torch.Tensor, prompts: tuple = ()) -> torch.Tensor:
+    """CLIP's logits exp(logit_scale) * cos(image, class): normalised text features (C, E) against
+    the images (encoded with vision `prompts`, the arguments encode_images takes after the pixels)."""
+    with torch.no_grad():
+        return clip.logit_scale * normed(clip.encode_images(pixels, *prompts)) @ text.t()

@@ -28,10 +28,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base import ClipMethod, Support, normed
+from ..method_registry import register_method
+from .base import ClipMethod, Support, cosine_logits
 from .features import text_classifier
 
 
+@register_method("clip-zs", short="CLIP-ZS", label="zero-shot CLIP (hand-crafted prompt)",
+                 family="clip", uses_shots=False, demo_seconds=2)
 class ZeroShotClip(ClipMethod):
     name = "clip-zs"
     needs_support = False
@@ -44,8 +47,7 @@ class ZeroShotClip(ClipMethod):
         self.text = tensors["text"].to(self.clip.device).float()
 
     def logits(self, pixels):
-        with torch.no_grad():
-            return self.clip.logit_scale * normed(self.clip.encode_images(pixels)) @ self.text.t()
+        return cosine_logits(self.clip, pixels, self.text)
 
 
 # ----------------------------------------------------------------------------- logistic regression
@@ -101,6 +103,8 @@ def search_c(score, grid=(1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6), steps: int = 8)
     return final, trace
 
 
+@register_method("linear-probe", short="LP-CLIP", label="linear probe CLIP",
+                 family="clip", groups=("validation", "linear_probe"), demo_seconds=7)
 class LinearProbe(ClipMethod):
     name = "linear-probe"
 
@@ -108,9 +112,9 @@ class LinearProbe(ClipMethod):
         cfg, val = self.job.linear_probe, self.job.validation
         x, y, k = support.features().cpu(), support.labels, len(self.classes)
         def fit(xs, ys, c):
-            return fit_logreg(xs, ys, k, c, cfg.lp_max_iter)
+            return fit_logreg(xs, ys, k, c, cfg.max_iter)
 
-        if val.val_source == "split":
+        if val.source == "split":
             vx, vy = support.val_features()
             vx = vx.cpu()
 
@@ -133,10 +137,10 @@ class LinearProbe(ClipMethod):
                 return correct / len(y)
 
             how = f"{nf}-fold cross-validation on the shots" if folds else "none (1 shot): lp_c"
-        if val.val_source == "split" or nf >= 2:
-            c, trace = search_c(score, tuple(cfg.lp_c_grid), cfg.lp_search_steps)
+        if val.source == "split" or nf >= 2:
+            c, trace = search_c(score, tuple(cfg.c_grid), cfg.search_steps)
         else:
-            c, trace = cfg.lp_c, []
+            c, trace = cfg.c, []
         w, b = fit(x, y, c)
         return {"weight": w, "bias": b}, {"C": c, "validation": how, "search": trace}
 

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ClipMethod, Support, normed
+from ..method_registry import register_method
+from .base import ClipMethod, Support, cosine_logits, normed
 from .features import text_classifier
 from .loop import EpochLoop, dassl_lr, init_generator
 from .prompts import MetaNet, TextPrompts
@@ -59,16 +60,23 @@ def learner_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class PromptMethod(ClipMethod):
-    """A learner (nn.Module of learnable tensors) trained with Dassl's SGD schedule."""
+    """A learner (nn.Module of learnable tensors) trained with Dassl's SGD schedule. By default it
+    scores with CLIP's cosine logits between its learned class prompts (`text_features`) and the
+    images encoded with its learned vision prompts (`vision_prompts`, none unless it has some),
+    and trains on the cross-entropy of those logits."""
 
-    lr = 0.002
-    batch = 32
-    epochs = 1
+    group = ""  # the ClipJob group of the method's own settings (lr, batch, epochs, its prompts)
+
+    @property
+    def cfg(self):
+        """The method's settings group (job.coop, job.maple ...)."""
+        return getattr(self.job, self.group)
+
+    def settings(self) -> tuple[float, int, int]:
+        """(lr, batch, epochs) of the method."""
+        return self.cfg.lr, self.cfg.batch, self.cfg.epochs
 
     def build(self, g: torch.Generator) -> nn.Module:
-        raise NotImplementedError
-
-    def loss(self, views: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def prepare(self) -> None:
@@ -77,29 +85,47 @@ class PromptMethod(ClipMethod):
     def finish_training(self) -> None:
         """After the last epoch (PromptSRC: the aggregated prompts)."""
 
-    def settings(self) -> tuple[float, int, int]:
-        """(lr, batch, epochs) of the method."""
-        return self.lr, self.batch, self.epochs
+    # --- forward ----------------------------------------------------------------------------------
+    def text_prompts(self) -> TextPrompts:
+        """The learned text prompts (the learner's `prompts`)."""
+        return self.learner.prompts
 
+    def text_features(self) -> torch.Tensor:
+        """(C, E) normalised text features of the learned class prompts."""
+        return normed(self.text_prompts().features(self.clip))
+
+    def vision_prompts(self) -> tuple:
+        """The learned vision prompts, as the arguments encode_images takes after the pixels."""
+        return ()
+
+    def prompted(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised image features (B, E), normalised class text features (C, E)), prompted."""
+        text = self.text_features()
+        return normed(self.clip.encode_images(views, *self.vision_prompts())), text
+
+    def loss(self, views: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        img, text = self.prompted(views)
+        return F.cross_entropy(self.clip.logit_scale * img @ text.t(), labels)
+
+    # --- training and testing ---------------------------------------------------------------------
     def fit(self, support: Support, folder: Path, progress: bool = True):
         job, p = self.job, self.job.prompt
         self.learner = self.build(init_generator(job.seed, self.name))
         self.prepare()
         lr, batch, epochs = self.settings()
         params = [q for q in self.learner.parameters() if q.requires_grad]
-        opt = torch.optim.SGD(params, lr=lr, momentum=p.prompt_momentum, weight_decay=p.prompt_weight_decay,
+        opt = torch.optim.SGD(params, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay,
                               dampening=0, nesterov=False)
         labels = support.labels.to(self.clip.device)
         self.learner.train()
 
         def step(idx, g, epoch):
             with torch.no_grad():
-                views = support.bank.train_views(idx, g, tuple(p.prompt_crop_scale), p.prompt_flip)
+                views = support.bank.train_views(idx, g, tuple(p.crop_scale), p.flip)
             return self.loss(views, labels[idx])
 
         loop = EpochLoop(self.learner, opt, folder / "checkpoint", job.seed, self.name, epochs, len(support.bank),
-                         batch, lr_at=lambda e, it, per: dassl_lr(e, lr, epochs, p.prompt_warmup_epochs,
-                                                                    p.prompt_warmup_lr),
+                         batch, lr_at=lambda e, it, per: dassl_lr(e, lr, epochs, p.warmup_epochs, p.warmup_lr),
                          drop_last=True, checkpoint_every=job.checkpoint_every,
                          on_epoch_end=getattr(self, "on_epoch_end", None),
                          extra_state=getattr(self, "extra_state", None), load_extra=getattr(self, "load_extra", None))
@@ -110,7 +136,8 @@ class PromptMethod(ClipMethod):
                                              **self.facts()}
 
     def facts(self) -> dict:
-        return {}
+        """What the run records of the learned prompts (in learned.safetensors)."""
+        return self.text_prompts().facts()
 
     def load(self, tensors, meta):
         if getattr(self, "learner", None) is None:
@@ -122,49 +149,38 @@ class PromptMethod(ClipMethod):
 
     def ready(self) -> None:
         """After the learned tensors are in place: precompute what testing reuses."""
-
-
-class CoOp(PromptMethod):
-    name = "coop"
-
-    def settings(self):
-        c = self.job.coop
-        return c.coop_lr, c.coop_batch, c.coop_epochs or coop_epochs(self.job.shots)
-
-    def build(self, g):
-        c = self.job.coop
-        return TextPrompts(self.clip, self.classes, c.coop_n_ctx, c.coop_ctx_init, c.coop_csc, generator=g)
-
-    def text_features(self) -> torch.Tensor:
-        return normed(self.learner.features(self.clip))
-
-    def loss(self, views, labels):
         with torch.no_grad():
-            img = normed(self.clip.encode_images(views))
-        return F.cross_entropy(self.clip.logit_scale * img @ self.text_features().t(), labels)
-
-    def facts(self):
-        return {"n_ctx": self.learner.n_ctx, "ctx_init": self.learner.initialised_from,
-                "prompt": self.learner.prefix_text + " {}."}
-
-    def ready(self):
-        with torch.no_grad():
-            self.text = self.text_features()
+            self.text, self.vprompts = self.text_features(), self.vision_prompts()
 
     def logits(self, pixels):
-        with torch.no_grad():
-            return self.clip.logit_scale * normed(self.clip.encode_images(pixels)) @ self.text.t()
+        return cosine_logits(self.clip, pixels, self.text, self.vprompts)
 
 
-class KgCoOp(CoOp):
-    name = "kgcoop"
+@register_method("coop", short="CoOp", label="CoOp (learned context)",
+                 family="clip", trains=True, groups=("prompt", "coop"), demo_seconds=127)
+class CoOp(PromptMethod):
+    name = group = "coop"
 
     def settings(self):
-        c = self.job.kgcoop
-        return c.kg_lr, c.kg_batch, c.kg_epochs
+        lr, batch, epochs = super().settings()
+        return lr, batch, epochs or coop_epochs(self.job.shots)
 
     def build(self, g):
-        return TextPrompts(self.clip, self.classes, None, self.job.kgcoop.kg_ctx_init, generator=g)
+        c = self.cfg
+        return TextPrompts(self.clip, self.classes, c.n_ctx, c.ctx_init, c.csc, generator=g)
+
+    def text_prompts(self):
+        return self.learner  # the learner is the text prompts
+
+
+@register_method("kgcoop", short="KgCoOp", label="KgCoOp (knowledge-guided context)",
+                 family="clip", trains=True, groups=("prompt", "kgcoop"), demo_seconds=40)
+class KgCoOp(CoOp):
+    name = group = "kgcoop"
+    settings = PromptMethod.settings  # its epochs have no per-shot schedule
+
+    def build(self, g):
+        return TextPrompts(self.clip, self.classes, None, self.cfg.ctx_init, generator=g)
 
     def prepare(self):
         self.hand = text_classifier(self.clip, self.job.template, self.classes)
@@ -174,10 +190,10 @@ class KgCoOp(CoOp):
             img = normed(self.clip.encode_images(views))
         text = self.learner.features(self.clip)
         ce = F.cross_entropy(self.clip.logit_scale * img @ normed(text).t(), labels)
-        return ce + self.job.kgcoop.kg_lambda * kg_loss(text, self.hand)
+        return ce + self.cfg.lambda_ * kg_loss(text, self.hand)
 
     def facts(self):
-        return {**super().facts(), "lambda": self.job.kgcoop.kg_lambda, "hand_crafted": self.job.template}
+        return {**super().facts(), "lambda": self.cfg.lambda_, "hand_crafted": self.job.template}
 
 
 class CoCoLearner(nn.Module):
@@ -186,16 +202,14 @@ class CoCoLearner(nn.Module):
         self.prompts, self.meta_net = prompts, meta
 
 
+@register_method("cocoop", short="CoCoOp", label="CoCoOp (image-conditional context)",
+                 family="clip", trains=True, groups=("prompt", "cocoop"), demo_seconds=87)
 class CoCoOp(PromptMethod):
-    name = "cocoop"
+    name = group = "cocoop"
     max_prompts = 4096  # text prompts per forward pass at test time (images x classes)
 
-    def settings(self):
-        c = self.job.cocoop
-        return c.cocoop_lr, c.cocoop_batch, c.cocoop_epochs
-
     def build(self, g):
-        prompts = TextPrompts(self.clip, self.classes, None, self.job.cocoop.cocoop_ctx_init, generator=g)
+        prompts = TextPrompts(self.clip, self.classes, None, self.cfg.ctx_init, generator=g)
         meta = MetaNet(self.clip.embed_dim, self.clip.text_width, g, device=self.clip.device)
         return CoCoLearner(prompts, meta)
 
@@ -211,9 +225,8 @@ class CoCoOp(PromptMethod):
             img = normed(self.clip.encode_images(views))
         return F.cross_entropy(self.conditional_logits(img), labels)
 
-    def facts(self):
-        pl = self.learner.prompts
-        return {"n_ctx": pl.n_ctx, "ctx_init": pl.initialised_from, "prompt": pl.prefix_text + " {}."}
+    def ready(self):
+        """Nothing to precompute: each test image conditions its own prompts."""
 
     def logits(self, pixels):
         with torch.no_grad():

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..method_registry import register_method
 from .base import normed
 from .coop import PromptMethod
 from .features import text_classifier
@@ -66,48 +67,26 @@ class MapleLearner(nn.Module):
         return self.coupling(self.prompts.ctx, list(self.prompts.deep))
 
 
+@register_method("maple", short="MaPLe", label="MaPLe (coupled deep prompts)",
+                 family="clip", trains=True, groups=("prompt", "maple"), demo_seconds=16)
 class MaPLe(PromptMethod):
-    name = "maple"
-
-    def settings(self):
-        c = self.job.maple
-        return c.maple_lr, c.maple_batch, c.maple_epochs
+    name = group = "maple"
 
     def depth(self) -> int:
-        return prompt_depth(self.job.maple.maple_depth, self.clip.text_layers, self.clip.vision_layers)
+        return prompt_depth(self.cfg.depth, self.clip.text_layers, self.clip.vision_layers)
 
     def build(self, g):
-        c = self.job.maple
+        c = self.cfg
         deep = self.depth() - 1
-        prompts = TextPrompts(self.clip, self.classes, c.maple_n_ctx, c.maple_ctx_init, deep=deep, generator=g)
+        prompts = TextPrompts(self.clip, self.classes, c.n_ctx, c.ctx_init, deep=deep, generator=g)
         coupling = MapleCoupling(self.clip.text_width, self.clip.vision_width, deep, g, device=self.clip.device)
         return MapleLearner(prompts, coupling)
 
-    def features(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalised image features (B, E), normalised class text features (C, E)), prompted."""
-        text = normed(self.learner.prompts.features(self.clip))
-        v0, vdeep = self.learner.vision_prompts()
-        img = normed(self.clip.encode_images(views, v0, vdeep))
-        return img, text
-
-    def loss(self, views, labels):
-        img, text = self.features(views)
-        return F.cross_entropy(self.clip.logit_scale * img @ text.t(), labels)
+    def vision_prompts(self):
+        return self.learner.vision_prompts()
 
     def facts(self):
-        p = self.learner.prompts
-        return {"depth": self.depth(), "n_ctx": p.n_ctx, "ctx_init": p.initialised_from,
-                "prompt": p.prefix_text + " {}."}
-
-    def ready(self):
-        with torch.no_grad():
-            self.text = normed(self.learner.prompts.features(self.clip))
-            self.vprompts = self.learner.vision_prompts()
-
-    def logits(self, pixels):
-        with torch.no_grad():
-            img = normed(self.clip.encode_images(pixels, *self.vprompts))
-            return self.clip.logit_scale * img @ self.text.t()
+        return {"depth": self.depth(), **super().facts()}
 
 
 class SrcLearner(nn.Module):
@@ -125,29 +104,27 @@ def scl_loss(text, hand, img, zs_img, logits, zs_logits, text_weight: float, ima
     return l_text + l_image + l_logits
 
 
+@register_method("promptsrc", short="PromptSRC", label="PromptSRC (self-regulated deep prompts)",
+                 family="clip", trains=True, groups=("prompt", "promptsrc"), demo_seconds=179)
 class PromptSRC(PromptMethod):
-    name = "promptsrc"
-
-    def settings(self):
-        c = self.job.promptsrc
-        return c.src_lr, c.src_batch, c.src_epochs
+    name = group = "promptsrc"
 
     def depths(self) -> tuple[int, int]:
-        c = self.job.promptsrc
-        return (prompt_depth(c.src_depth_text, self.clip.text_layers),
-                prompt_depth(c.src_depth_vision, self.clip.vision_layers))
+        c = self.cfg
+        return (prompt_depth(c.depth_text, self.clip.text_layers),
+                prompt_depth(c.depth_vision, self.clip.vision_layers))
 
     def build(self, g):
-        c = self.job.promptsrc
+        c = self.cfg
         dt, dv = self.depths()
-        prompts = TextPrompts(self.clip, self.classes, c.src_n_ctx_text, c.src_ctx_init, deep=dt - 1, generator=g)
-        vision = VisionPrompts(self.clip.vision_width, c.src_n_ctx_vision, dv - 1, g, device=self.clip.device)
+        prompts = TextPrompts(self.clip, self.classes, c.n_ctx_text, c.ctx_init, deep=dt - 1, generator=g)
+        vision = VisionPrompts(self.clip.vision_width, c.n_ctx_vision, dv - 1, g, device=self.clip.device)
         return SrcLearner(prompts, vision)
 
     def prepare(self):
         self.hand = text_classifier(self.clip, self.job.template, self.classes)
-        c = self.job.promptsrc
-        self.weights = gpa_weights(c.src_epochs, c.src_gpa_mean, c.src_gpa_std)
+        c = self.cfg
+        self.weights = gpa_weights(c.epochs, c.gpa_mean, c.gpa_std)
         self.gpa: dict[str, torch.Tensor] | None = None
 
     # --- Gaussian prompt aggregation over epochs -------------------------------------------------
@@ -168,14 +145,12 @@ class PromptSRC(PromptMethod):
             self.learner.load_state_dict(self.gpa, strict=True)
 
     # --- forward ----------------------------------------------------------------------------------
-    def prompted(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        text = normed(self.learner.prompts.features(self.clip))
+    def vision_prompts(self):
         v = self.learner.vision
-        img = normed(self.clip.encode_images(views, v.shallow, list(v.deep) or None))
-        return img, text
+        return v.shallow, list(v.deep) or None
 
     def loss(self, views, labels):
-        c = self.job.promptsrc
+        c = self.cfg
         img, text = self.prompted(views)
         scale = self.clip.logit_scale
         logits = scale * img @ text.t()
@@ -183,7 +158,7 @@ class PromptSRC(PromptMethod):
             zs_img = normed(self.clip.encode_images(views))
             zs_logits = scale * zs_img @ self.hand.t()
         return F.cross_entropy(logits, labels) + scl_loss(text, self.hand, img, zs_img, logits, zs_logits,
-                                                          c.src_text_weight, c.src_image_weight)
+                                                          c.text_weight, c.image_weight)
 
     def facts(self):
         dt, dv = self.depths()
@@ -191,12 +166,3 @@ class PromptSRC(PromptMethod):
         return {"depth_text": dt, "depth_vision": dv, "n_ctx_text": p.n_ctx, "ctx_init": p.initialised_from,
                 "prompt": p.prefix_text + " {}.", "gpa_weights": self.weights, "hand_crafted": self.job.template}
 
-    def ready(self):
-        with torch.no_grad():
-            self.text = normed(self.learner.prompts.features(self.clip))
-
-    def logits(self, pixels):
-        with torch.no_grad():
-            v = self.learner.vision
-            img = normed(self.clip.encode_images(pixels, v.shallow, list(v.deep) or None))
-            return self.clip.logit_scale * img @ self.text.t()

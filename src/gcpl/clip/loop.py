@@ -15,15 +15,17 @@ Learning rates:
 - `cosine_iter_lr(t, T)`: CosineAnnealingLR(T_max = epochs * iterations) stepped every
   iteration (Tip-Adapter-F).
 
-Checkpoints (every `checkpoint_every` epochs and at the end): folder/epoch-NNNN.safetensors holds
-the learnable tensors, the optimizer state and any extra state (PromptSRC's running prompt
-aggregate); folder/state.json (written after it, atomically) names it with the epoch and the
-loss log. A crash leaves the previous pair whole; no pickle is involved.
+Checkpoints (every `checkpoint_every` epochs and at the end) go through gcpl.checkpoint's rotating
+snapshots: folder/epoch-NNNN.safetensors holds the learnable tensors, the optimizer state and any
+extra state (PromptSRC's running prompt aggregate), with the epoch, the loss log and what the loop
+trains in its header; folder/latest.json names it (written after it, atomically) and older
+snapshots are deleted. A crash leaves the previous snapshot whole; no pickle is involved. (The
+state.json of older gcpl versions is not read: such an interrupted training starts over, to the
+same result.)
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,9 +34,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import checkpoint
 from ..data.splits import class_seed
 from ..errors import GcplError
-from ..io import atomic_write_bytes, read_json, write_json
 
 
 def dassl_lr(epoch: int, lr: float, epochs: int, warmup_epochs: int = 1, warmup_lr: float = 1e-5) -> float:
@@ -66,50 +68,6 @@ def init_generator(seed: int, tag: str) -> torch.Generator:
     return torch.Generator().manual_seed(class_seed(seed, f"clip/{tag}/init"))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    from safetensors.torch import save
-
-    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(data, metadata={"gcpl": json.dumps(meta or {})}))
-
-
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("gcpl", "{}"))
-        return {k: f.get_tensor(k) for k in f.keys()}, meta
-
-
-def optimizer_state(opt: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict, dict]:
-    """(tensors "optim.<param name>.<key>", JSON scalars) of an optimizer's per-parameter state."""
-    tensors, scalars = {}, {}
-    for p, st in opt.state.items():
-        name = names[id(p)]
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{name}.{k}"] = v
-            elif v is not None:
-                scalars[f"{name}.{k}"] = v
-    return tensors, scalars
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, params: dict[str, torch.nn.Parameter], tensors: dict,
-                      scalars: dict) -> None:
-    for key, t in tensors.items():
-        if not key.startswith("optim."):
-            continue
-        name, k = key[len("optim."):].rsplit(".", 1)
-        p = params[name]
-        opt.state[p][k] = t.to(p.device) if k != "step" else t
-    for key, v in scalars.items():
-        name, k = key.rsplit(".", 1)
-        opt.state[params[name]][k] = v
-
-
 @dataclass
 class EpochLoop:
     """Runs `epochs` epochs of `step(indices, generator, epoch) -> loss` over n support items,
@@ -131,42 +89,29 @@ class EpochLoop:
     load_extra: Callable[[dict[str, torch.Tensor]], None] | None = None
     log: list[dict] = field(default_factory=list)
 
-    def _params(self) -> dict[str, torch.nn.Parameter]:
-        return {k: p for k, p in self.learner.named_parameters() if p.requires_grad}
-
     def _save(self, epoch: int) -> None:
-        params = self._params()
-        names = {id(p): k for k, p in params.items()}
-        opt_t, opt_s = optimizer_state(self.optimizer, names)
-        tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
-        tensors.update(opt_t)
+        tensors, groups = checkpoint.optimizer_tensors(self.optimizer)
+        tensors.update(checkpoint.module_tensors("learner", self.learner))
         if self.extra_state:
             tensors.update({f"extra.{k}": v for k, v in self.extra_state().items()})
-        name = f"epoch-{epoch:04d}.safetensors"
-        save_tensors(self.folder / name, tensors, {"epoch": epoch})
-        write_json(self.folder / "state.json", {"file": name, "epoch": epoch, "tag": self.tag, "epochs": self.epochs,
-                                                "optimizer_scalars": opt_s, "log": self.log})
+        meta = {"epoch": epoch, "tag": self.tag, "epochs": self.epochs, "optimizer": groups, "log": self.log}
+        checkpoint.save_rotating(self.folder, f"epoch-{epoch:04d}", tensors, meta, keep=lambda names: names)
         _checkpoint_written(self.folder, epoch)
-        for old in self.folder.glob("epoch-*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
 
     def _resume(self) -> int:
-        state_file = self.folder / "state.json"
-        if not state_file.exists():
+        path = checkpoint.latest(self.folder)
+        if path is None:
             return 0
-        state = read_json(state_file)
-        if state.get("tag") != self.tag or state.get("epochs") != self.epochs:
-            raise GcplError(f"{self.folder} holds a checkpoint of another training ({state.get('tag')}, "
-                            f"{state.get('epochs')} epochs); remove it or use another --out")
-        tensors, _ = load_tensors(self.folder / state["file"])
-        sd = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
-        self.learner.load_state_dict(sd, strict=True)
-        restore_optimizer(self.optimizer, self._params(), tensors, state.get("optimizer_scalars", {}))
+        tensors, meta = checkpoint.load(path)
+        if meta.get("tag") != self.tag or meta.get("epochs") != self.epochs:
+            raise GcplError(f"{self.folder} holds a checkpoint of another training ({meta.get('tag')}, "
+                            f"{meta.get('epochs')} epochs); remove it or use another --out")
+        checkpoint.load_module(self.learner, "learner", tensors)
+        checkpoint.load_optimizer(self.optimizer, tensors, meta["optimizer"])
         if self.load_extra:
             self.load_extra({k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
-        self.log = list(state.get("log", []))
-        return int(state["epoch"])
+        self.log = list(meta.get("log", []))
+        return int(meta["epoch"])
 
     def run(self, step: Callable[[list[int], torch.Generator, int], torch.Tensor], progress: bool = True) -> list[dict]:
         self.folder.mkdir(parents=True, exist_ok=True)

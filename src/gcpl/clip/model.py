@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,17 @@ class ImageSpec:
     std: tuple[float, float, float] = OPENAI_STD
 
 
+def _model_fact(path: str, count: bool = False) -> property:
+    """A read-only int fact of the wrapped CLIPModel: model.<path>, or how many items it holds."""
+    get = operator.attrgetter(path)
+
+    def fact(self: Clip) -> int:
+        value = get(self.model)
+        return len(value) if count else int(value)
+
+    return property(fact)
+
+
 @dataclass
 class Clip:
     """A frozen CLIPModel, its tokenizer and the facts the methods need."""
@@ -73,29 +85,12 @@ class Clip:
     scale: float | None = None  # exp(logit_scale) read in fp32 before any cast (None: from the model)
 
     # --- facts ---------------------------------------------------------------------------------
-    @property
-    def text_width(self) -> int:
-        return int(self.model.config.text_config.hidden_size)
-
-    @property
-    def vision_width(self) -> int:
-        return int(self.model.config.vision_config.hidden_size)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
-    @property
-    def text_layers(self) -> int:
-        return len(self.model.text_model.encoder.layers)
-
-    @property
-    def vision_layers(self) -> int:
-        return len(self.model.vision_model.encoder.layers)
-
-    @property
-    def context_length(self) -> int:
-        return int(self.model.config.text_config.max_position_embeddings)
+    text_width = _model_fact("config.text_config.hidden_size")
+    vision_width = _model_fact("config.vision_config.hidden_size")
+    embed_dim = _model_fact("config.projection_dim")
+    text_layers = _model_fact("text_model.encoder.layers", count=True)
+    vision_layers = _model_fact("vision_model.encoder.layers", count=True)
+    context_length = _model_fact("config.text_config.max_position_embeddings")
 
     @property
     def logit_scale(self) -> float:

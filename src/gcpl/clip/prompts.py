@@ -89,6 +89,10 @@ class TextPrompts(nn.Module):
         self.ctx = nn.Parameter(ctx.to(clip.device))
         self.deep = nn.ParameterList([nn.Parameter(normal((n_ctx, width), g).to(clip.device)) for _ in range(deep)])
 
+    def facts(self) -> dict:
+        """What a run records of these prompts: context vectors, the words they started from, the prompt."""
+        return {"n_ctx": self.n_ctx, "ctx_init": self.initialised_from, "prompt": self.prefix_text + " {}."}
+
     def embeds(self) -> torch.Tensor:
         """(C, L, D) prompt token embeddings with the learned context."""
         ctx = self.ctx

@@ -5,7 +5,8 @@ Run folder:
     config.json         every setting (dataclasses.asdict), the identity settings, classes, model
                         facts, versions
     split.json          the support set used (readable images only) (all methods but clip-zs)
-    checkpoint/         state.json + epoch-NNNN.safetensors while a trained method trains
+    checkpoint/         epoch-NNNN.safetensors + latest.json while a trained method trains
+                        (gcpl.checkpoint's rotating snapshots, gcpl.clip.loop)
     learned.safetensors what the method learned or built (context vectors, cache, linear head ...),
                         its facts (chosen C / alpha / beta, schedule, loss log) in the header
     predictions.jsonl   one line per test image (index, path, label, class_name, pred, pred_name,
@@ -17,7 +18,9 @@ as GCPL's training draws it, so every method sees the same images for a seed; th
 subset is the first `limit` of torch.randperm seeded by eval_seed (default: seed), exactly as
 `gcpl eval` picks it. A rerun on a finished folder returns its results and recomputes nothing;
 an interrupted one resumes (training from its last checkpoint, testing from the last scored
-image); a rerun with other identity settings or other classes is refused with a one-line error.
+image); a rerun with other identity settings or other classes is refused with a one-line error
+(gcpl.runs.check_same_job on `job_identity`; settings stored under older field names are read
+through `upgrade_settings`).
 """
 
 from __future__ import annotations
@@ -25,20 +28,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .. import checkpoint
 from ..data.splits import Sample, Split, few_shot, read_samples, seeded_subset
 from ..errors import GcplError
 from ..io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
-from ..results import summarize
-from ..runs import versions
-from ..settings import differences
+from ..method_registry import METHODS
+from ..reports.eval import summarize
+from ..runs import check_same_job, versions
 from .base import Support
-from .config import ClipJob, job_identity
-from .loop import load_tensors, save_tensors
+from .config import ClipJob, job_identity, upgrade_settings
 from .methods import make_method
 from .model import Clip, load_clip
 from .preprocess import ImageBank, eval_batch
@@ -58,7 +62,7 @@ def _test_samples(job: ClipJob, classes: list[str]) -> list[Sample]:
 
 
 def _val_samples(job: ClipJob, classes: list[str]) -> list[Sample] | None:
-    if job.method not in ("linear-probe", "tip-adapter", "tip-adapter-f") or job.validation.val_source != "split":
+    if "validation" not in METHODS[job.method].groups or job.validation.source != "split":
         return None
     p = Path(job.data)
     if p.suffix.lower() != ".json" or p.is_dir():
@@ -67,29 +71,21 @@ def _val_samples(job: ClipJob, classes: list[str]) -> list[Sample] | None:
     split = Split.from_json(p)
     if not split.val:
         raise GcplError(f"split file {job.data} has no val list; use --val-source shots")
-    n = min(job.shots, job.validation.val_shots)
-    import warnings
-
+    n = min(job.shots, job.validation.shots)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a small val class is not an error here
         return few_shot(split.val, n, job.seed, allow_fewer=True)
 
 
 def _check_folder(out: Path, job: ClipJob, classes: list[str]) -> dict | None:
+    """The stored config of the CLIP run in `out` that this job resumes (None: a new folder)."""
     path = out / "config.json"
     if not path.exists():
         return None
-    stored = read_json(path)
-    if stored.get("command") != "clip":
-        raise GcplError(f"{out} holds another kind of run ({stored.get('command')!r}); use another --out")
-    diff = differences(stored.get("identity", {}), job_identity(job))
-    if diff:
-        raise GcplError(f"{out} holds a CLIP run with other settings ({'; '.join(diff)}); use the same settings "
-                        "to resume, or another --out")
-    if stored.get("classes") != list(classes):
-        raise GcplError(f"{out} holds a CLIP run of other classes ({len(stored.get('classes') or [])} stored, "
-                        f"{len(classes)} given); resume with the same data, or another --out")
-    return stored
+    command = read_json(path).get("command")
+    if command != "clip":
+        raise GcplError(f"{out} holds another kind of run ({command!r}); use another --out")
+    return check_same_job(out, job, classes, "a CLIP run", identity_of=job_identity, upgrade=upgrade_settings)
 
 
 def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> dict:
@@ -104,7 +100,7 @@ def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> d
     if stored is not None and stored.get("n_test") not in (None, len(test)):
         raise GcplError(f"{out} holds an evaluation of {stored['n_test']} test images, {len(test)} given; "
                         "resume with the same test data, or another --out")
-    support_samples = few_shot(pool, job.shots, job.seed, job.allow_fewer) if job.method != "clip-zs" else []
+    support_samples = few_shot(pool, job.shots, job.seed, job.allow_fewer) if METHODS[job.method].uses_shots else []
     val = _val_samples(job, classes)
     clip = clip or load_clip(job.model, job.device, job.dtype)
     method = make_method(job, clip, classes)
@@ -133,11 +129,11 @@ def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> d
 
     learned = out / "learned.safetensors"
     if learned.exists():
-        tensors, meta = load_tensors(learned)
+        tensors, meta = checkpoint.load(learned)
     else:
         tensors, meta = method.fit(support, out, progress)
-        save_tensors(learned, tensors, meta)
-        tensors, meta = load_tensors(learned)  # test exactly what was saved (and what a resume would load)
+        checkpoint.save(learned, tensors, meta)
+        tensors, meta = checkpoint.load(learned)  # test exactly what was saved (and what a resume would load)
     method.load(tensors, meta)
 
     _evaluate(method, job, classes, test, out, progress)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..method_registry import register_method
 from .base import ClipMethod, Support, normed
 from .features import text_classifier
 from .loop import EpochLoop, cosine_iter_lr, epoch_generator
@@ -72,6 +73,8 @@ def best_of(correct: torch.Tensor, betas, alphas) -> tuple[float, float, int]:
     return betas[i // len(alphas)], alphas[i % len(alphas)], int(flat.max())
 
 
+@register_method("tip-adapter", short="Tip", label="Tip-Adapter (training-free cache)",
+                 family="clip", groups=("validation", "tip"), demo_seconds=6)
 class TipAdapter(ClipMethod):
     name = "tip-adapter"
 
@@ -81,25 +84,25 @@ class TipAdapter(ClipMethod):
         bank = support.bank
         total = torch.zeros(len(bank), self.clip.embed_dim, device=self.clip.device)
         with torch.no_grad():
-            for e in range(cfg.tip_augment_epochs):
+            for e in range(cfg.augment_epochs):
                 g = epoch_generator(self.job.seed, "tip-adapter/cache", e)
                 for i in range(0, len(bank), self.job.eval_batch):
                     idx = list(range(i, min(len(bank), i + self.job.eval_batch)))
-                    views = bank.train_views(idx, g, tuple(cfg.tip_crop_scale), flip=True)
+                    views = bank.train_views(idx, g, tuple(cfg.crop_scale), flip=True)
                     total[idx] += self.clip.encode_images(views)
-        keys = normed(total / cfg.tip_augment_epochs)
+        keys = normed(total / cfg.augment_epochs)
         values = F.one_hot(support.labels, len(self.classes)).float().to(self.clip.device)
         return keys, values
 
     def search(self, support: Support, text, keys, values, adapter_keys=None) -> tuple[float, float, str]:
         """(alpha, beta, how) chosen on validation data (or the init values)."""
         cfg, val = self.job.tip, self.job.validation
-        alpha, beta = cfg.tip_alpha, cfg.tip_beta
-        if not cfg.tip_search:
+        alpha, beta = cfg.alpha, cfg.beta
+        if not cfg.search:
             return alpha, beta, "init values (search off)"
-        betas, alphas = search_grid(tuple(cfg.tip_search_scale), tuple(cfg.tip_search_steps))
+        betas, alphas = search_grid(tuple(cfg.search_scale), tuple(cfg.search_steps))
         scale = self.clip.logit_scale
-        if val.val_source == "split":
+        if val.source == "split":
             vx, vy = support.val_features()
             k = keys if adapter_keys is None else adapter_keys
             correct = grid_correct(normed(vx.to(self.clip.device)), vy, text, k, values, betas, alphas, scale)
@@ -139,6 +142,8 @@ class TipAdapter(ClipMethod):
             return tip_logits(f, self.text, self.keys, self.values, self.alpha, self.beta, self.clip.logit_scale)
 
 
+@register_method("tip-adapter-f", short="Tip-F", label="Tip-Adapter-F (fine-tuned cache)",
+                 family="clip", trains=True, groups=("validation", "tip", "tip_f"), demo_seconds=13)
 class TipAdapterF(TipAdapter):
     name = "tip-adapter-f"
 
@@ -149,25 +154,24 @@ class TipAdapterF(TipAdapter):
         adapter = torch.nn.Linear(keys.shape[1], keys.shape[0], bias=False).to(self.clip.device)
         with torch.no_grad():
             adapter.weight.copy_(keys)
-        opt = torch.optim.AdamW(adapter.parameters(), lr=fcfg.tipf_lr, eps=fcfg.tipf_eps,
-                                weight_decay=fcfg.tipf_weight_decay)
-        n, bsz = len(support.bank), fcfg.tipf_batch
+        opt = torch.optim.AdamW(adapter.parameters(), lr=fcfg.lr, eps=fcfg.eps, weight_decay=fcfg.weight_decay)
+        n, bsz = len(support.bank), fcfg.batch
         iters = -(-n // bsz)  # Tip-Adapter's loader keeps the last partial batch
-        total = fcfg.tipf_epochs * iters
+        total = fcfg.epochs * iters
         labels = support.labels.to(self.clip.device)
         scale = self.clip.logit_scale
 
         def step(idx, g, epoch):
             with torch.no_grad():
-                views = support.bank.train_views(idx, g, tuple(cfg.tip_crop_scale), flip=True)
+                views = support.bank.train_views(idx, g, tuple(cfg.crop_scale), flip=True)
                 f = normed(self.clip.encode_images(views))
             affinity = adapter(f)
-            cache = torch.exp(-cfg.tip_beta * (1 - affinity)) @ values
-            logits = scale * f @ text.t() + cfg.tip_alpha * cache
+            cache = torch.exp(-cfg.beta * (1 - affinity)) @ values
+            logits = scale * f @ text.t() + cfg.alpha * cache
             return F.cross_entropy(logits, labels[idx])
 
-        loop = EpochLoop(adapter, opt, folder / "checkpoint", job.seed, self.name, fcfg.tipf_epochs, n, bsz,
-                         lr_at=lambda e, it, per: cosine_iter_lr(e * iters + it, total, fcfg.tipf_lr),
+        loop = EpochLoop(adapter, opt, folder / "checkpoint", job.seed, self.name, fcfg.epochs, n, bsz,
+                         lr_at=lambda e, it, per: cosine_iter_lr(e * iters + it, total, fcfg.lr),
                          drop_last=False, checkpoint_every=job.checkpoint_every)
         log = loop.run(step, progress)
         tuned = adapter.weight.detach().clone()

@@ -73,14 +73,18 @@ def check_unique(names: Sequence[str], folders: Sequence) -> None:
         seen[n] = f
 
 
-def class_folders(folder: str | os.PathLike) -> list[Path]:
-    """Sub-folders of `folder` that hold at least one image, sorted by name."""
+def subfolders(folder: str | os.PathLike) -> list[Path]:
+    """Sub-folders of `folder` that are not hidden, sorted by name ([] when it cannot be read)."""
     try:
-        subs = sorted((Path(e.path) for e in os.scandir(folder) if e.is_dir() and not is_hidden(e.name)),
+        return sorted((Path(e.path) for e in os.scandir(folder) if e.is_dir() and not is_hidden(e.name)),
                       key=lambda p: p.name)
     except OSError:
         return []
-    return [s for s in subs if has_images(s)]
+
+
+def class_folders(folder: str | os.PathLike) -> list[Path]:
+    """Sub-folders of `folder` that hold at least one image, sorted by name."""
+    return [s for s in subfolders(folder) if has_images(s)]
 
 
 def read_class_folder(root: str | Path):

@@ -1,4 +1,5 @@
-"""Shared pieces of the dataset loaders: finding files, reading class folders, the stratified split."""
+"""Shared pieces of the dataset loaders: finding files, reading CSV and `.mat` values, messages and
+defaults from a dataset's registered facts, reading class folders, the stratified split."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import csv
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ...errors import GcplError
-from ..folders import images_under, is_hidden
+from ..folders import images_under, is_hidden, subfolders
 from ..splits import Sample, Split
+from .catalog import get_dataset
+from .matfile import loadmat
 
 # How deep below the given root a dataset's files are looked for (archives often unpack into a
 # wrapper folder, Kaggle mirrors nest one more level).
@@ -114,6 +117,147 @@ def read_csv_dicts(path: Path, required: Sequence[str]) -> tuple[list[str], list
             f"(missing {', '.join(missing)})"
         )
     return header, [dict(zip(header, (c.strip() for c in r))) for r in rows[1:]]
+
+
+# -- MATLAB and CSV values -------------------------------------------------------------------------
+
+
+def as_int(value, where: str) -> int:
+    """A MATLAB 1x1 numeric (a one-element list) or a CSV cell as an int."""
+    v = value
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, str):
+        v = v.strip()
+        try:
+            v = float(v)
+        except ValueError:
+            raise GcplError(f"{where}: {value!r} is not a number") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise GcplError(f"{where}: {value!r} is not an integer")
+    return int(v)
+
+
+def as_str(value, where: str) -> str:
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]
+    if not isinstance(value, str):
+        raise GcplError(f"{where}: expected text, got {value!r}")
+    return value.strip()
+
+
+def mat_var(path: Path, name: str):
+    data = loadmat(path)
+    if name not in data:
+        have = ", ".join(sorted(data)) or "none"
+        raise GcplError(f"{path} has no variable {name!r} (variables: {have})")
+    return data[name]
+
+
+# -- a registered dataset's facts in messages and defaults ------------------------------------------
+
+
+def not_found(key: str, root: Path, detail: str = "") -> GcplError:
+    d = get_dataset(key)
+    detail = f" ({detail})" if detail else ""
+    return GcplError(f"{d.title} not found under {root}{detail}: expected {d.layout}; {d.download}")
+
+
+def dataset_root(key: str, root: str | Path) -> Path:
+    d = get_dataset(key)
+    return require_root(root, d.title, d.layout, d.download)
+
+
+def official_only(key: str, test_fraction: float | None, what: str = "") -> None:
+    if test_fraction is not None:
+        raise GcplError(
+            f"{what or get_dataset(key).title} has an official train/test split; a test fraction "
+            f"({test_fraction}) does not apply"
+        )
+
+
+def resolve_fraction(key: str, test_fraction: float | None) -> float:
+    """`test_fraction`, or the dataset's default when it is None, checked."""
+    d = get_dataset(key)
+    return check_fraction(d.test_fraction if test_fraction is None else test_fraction, d.title)
+
+
+def official_root(key: str, root: str | Path, test_fraction: float | None) -> Path:
+    """The folder of a dataset with an official split (which refuses a test fraction)."""
+    official_only(key, test_fraction)
+    return dataset_root(key, root)
+
+
+def root_and_fraction(key: str, root: str | Path, test_fraction: float | None) -> tuple[Path, float]:
+    """The folder of a dataset whose split is drawn, and its test fraction (the default for None)."""
+    path = dataset_root(key, root)
+    return path, resolve_fraction(key, test_fraction)
+
+
+# -- class folders ---------------------------------------------------------------------------------
+
+
+def samples_from_folders(folders: Sequence[Path], class_names: Sequence[str], labels=None) -> list[Sample]:
+    out = []
+    for i, (folder, cname) in enumerate(zip(folders, class_names)):
+        label = i if labels is None else labels[i]
+        out.extend(Sample(str(p), label, cname) for p in images_under(folder))
+    return out
+
+
+def _find_class_parent(root: Path, wanted: Sequence[str], norm: Callable[[str], str], max_depth: int = 3):
+    """The shallowest folder whose sub-folders, normalized with `norm`, include every `wanted` code.
+
+    Returns (parent, {code: folder}), or (None, best partial {code: folder}) for the message.
+    """
+    best: dict[str, Path] = {}
+    for d in walk_dirs(root, max_depth):
+        found: dict[str, Path] = {}
+        for s in subfolders(d):
+            code = norm(s.name)
+            if code in wanted and code not in found:
+                found[code] = s
+        if len(found) == len(wanted):
+            return d, found
+        if len(found) > len(best):
+            best = found
+    return None, best
+
+
+def _missing_detail(wanted: Sequence[str], best: dict[str, Path]) -> str:
+    if not best:
+        return ""
+    parent = next(iter(best.values())).parent
+    missing = [w for w in wanted if w not in best]
+    return f"{parent} lacks {', '.join(missing)}"
+
+
+def split_class_folders(
+    key: str, folders: Sequence[Path], classes: Sequence[str], where: Path, seed: int, test_fraction: float
+) -> Split:
+    """The images of one folder per class (in label order) under `where`, every class non-empty,
+    split by `stratified_split` (paths relative to `where`)."""
+    samples = samples_from_folders(folders, classes)
+    counts = [0] * len(classes)
+    for s in samples:
+        counts[s.label] += 1
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise GcplError(f"{get_dataset(key).title} under {where}: no images for class(es) {', '.join(empty)}")
+    return stratified_split(classes, samples, test_fraction, seed, root=where)
+
+
+def split_coded_folders(
+    key: str, root: Path, classes: Mapping[str, str], norm: Callable[[str], str], seed: int, test_fraction: float,
+    max_depth: int = 3,
+) -> Split:
+    """`split_class_folders` of the shallowest folder below `root` that holds one sub-folder per code
+    of `classes` ({code: class name}), a sub-folder's code being `norm(its name)`."""
+    codes = list(classes)
+    parent, found = _find_class_parent(root, codes, norm, max_depth)
+    if parent is None:
+        raise not_found(key, root, _missing_detail(codes, found))
+    return split_class_folders(key, [found[c] for c in codes], list(classes.values()), parent, seed, test_fraction)
 
 
 # -- the stratified split --------------------------------------------------------------------------

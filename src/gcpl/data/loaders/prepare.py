@@ -11,8 +11,8 @@ from ...errors import GcplError
 from ...io import read_json, write_json
 from ...settings import setting
 from ..splits import PARTS, Split
+from .catalog import get_dataset
 from .common import check_fraction
-from .datasets import get_dataset
 
 
 def split_file_name(name: str, seed: int, test_fraction: float | None = None) -> str:

@@ -4,11 +4,10 @@ results.json (machines), results.md (people), confusion.png (with matplotlib).""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .io import atomic_write_text, read_jsonl, write_json
-from .metrics import compute_metrics
+from ..io import atomic_write_text, read_jsonl, write_json, write_jsonl
+from ..metrics import compute_metrics
 
 
 def merge_predictions(out: Path) -> None:
@@ -19,7 +18,7 @@ def merge_predictions(out: Path) -> None:
     for f in files:
         for r in read_jsonl(f):
             records.setdefault(r["index"], r)
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(records[i]) + "\n" for i in sorted(records)))
+    write_jsonl(out / "predictions.jsonl", [records[i] for i in sorted(records)])
     for f in files[1:]:
         f.unlink()
 
@@ -39,7 +38,7 @@ def summarize(out: str | Path, classes: list[str]) -> dict:
     atomic_write_text(out / "results.md", results_markdown(m))
     if "confusion_matrix" in m:
         try:
-            from .report import confusion_png
+            from .plots import confusion_png
 
             confusion_png(m["confusion_matrix"], classes, out / "confusion.png")
         except ImportError:

@@ -21,11 +21,11 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .classify import ClassifyConfig, default_budget
-from .errors import GcplError
-from .io import atomic_write_text, read_json
-from .methods import METHODS, order, uses_shots
-from .settings import setting
+from ..classify import ClassifyConfig, default_budget
+from ..errors import GcplError
+from ..io import atomic_write_text, read_json
+from ..methods import METHODS, order, uses_shots
+from ..settings import setting
 
 LABELS = {k: m.short for k, m in METHODS.items()}
 METRICS = (  # (results.json key, column stem, header)
@@ -164,20 +164,33 @@ def classifier_note(s: dict) -> str:
             f"{s.get('n_samples')}, keep {s.get('keep')}")
 
 
+def _get(s: dict, dotted: str, old: str):
+    """A setting of experiment.json: its nested place (today), else its flat key (earlier releases)."""
+    node = s
+    for k in dotted.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return s.get(old)
+        node = node[k]
+    return node
+
+
 def _header(exp: dict | None, out: Path) -> list[str]:
     lines = ["# Experiment summary", ""]
     if not exp:
         return lines
     s = exp.get("settings", {})
+    clf = s.get("classify") or {k: s.get(k) for k in ("spacing", "n_samples", "keep", "confidence") if k in s}
+    steps = [_get(s, f"{m}.steps", f"steps_{m}") or "the preset’s" for m in ("gcpl", "comple")]
+    limit = _get(s, "run.limit", "limit")
     facts = [
         ("dataset", s.get("dataset") or "(split file)"), ("split", exp.get("split")),
-        ("model", s.get("model") or "default (SD-1.4)"), ("template", s.get("template")),
+        ("model", _get(s, "run.model", "model") or "default (SD-1.4)"), ("template", s.get("template")),
         ("init word", s.get("init_word")),
         ("training recipe", PRESET_NOTES.get(s.get("preset", "default"), s.get("preset"))),
-        ("steps", f"GCPL {s.get('steps_gcpl') or 'the preset’s'}, CoMPLe {s.get('steps_comple') or 'the preset’s'}"),
-        ("classifier", classifier_note(s)),
-        ("CLIP model", s.get("clip_model")),
-        ("test images per run", "all" if s.get("limit") is None else f"a seeded subset of {s.get('limit')}"),
+        ("steps", f"GCPL {steps[0]}, CoMPLe {steps[1]}"),
+        ("classifier", classifier_note(clf)),
+        ("CLIP model", _get(s, "run.clip_model", "clip_model")),
+        ("test images per run", "all" if limit is None else f"a seeded subset of {limit}"),
     ]
     return lines + [f"- {k}: {v}" for k, v in facts if v is not None] + [""]
 
@@ -214,7 +227,7 @@ def _run_files(r: RunResult) -> None:
     atomic_write_text(ev / "per_class.md", per_class_markdown(r.results))
     if not (ev / "confusion.png").exists():
         try:
-            from .report import confusion_png
+            from .plots import confusion_png
 
             confusion_png(r.results["confusion_matrix"], r.results["classes"], ev / "confusion.png")
         except ImportError:
@@ -262,9 +275,9 @@ def summary_markdown(rows: list[dict], runs: list[RunResult], exp: dict | None, 
 
 def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
     """Top-1 vs shots (Figure 3 layout): trained methods as lines with std error bars, zero-shot flat."""
-    from .report import _plt
+    from .plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     draw_accuracy(ax, rows, title or "Top-1 accuracy vs shots (mean ± std over seeds)")
     ax.legend()

@@ -13,7 +13,6 @@ set; loss = pos - lambda * neg (see losses.comple_loss).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from .data.splits import class_seed
 from .distributed import World
 from .errors import GcplError, Interrupted
 from .interrupt import deferred_interrupt
-from .io import append_jsonl, atomic_write_text, read_jsonl
+from .io import append_jsonl, read_jsonl, write_jsonl
 from .latents import LatentStats
 from .losses import comple_loss, per_sample_error, predict, target
 from .settings import setting
@@ -283,7 +282,7 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
         log.info("resumed from %s at step %d", ckpt, st.step)
     if out is not None:  # drop log lines written after the checkpoint we restart from
         kept = [r for r in read_jsonl(log_file) if r["step"] <= st.step]
-        atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
+        write_jsonl(log_file, kept)
     bar = tqdm(total=cfg.steps, initial=st.step, desc=f"train {cfg.method}", disable=not progress, unit="step")
     with deferred_interrupt() as stop:
         while st.step < cfg.steps:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _plt():
 def confusion_png(cm: list[list[int]], classes: list[str], path: str | Path, title: str = "Confusion matrix") -> None:
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=float)
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -49,7 +49,7 @@ def confusion_grid(mats: dict[str, list[list[int]]], classes: list[str], path: s
     """Several row-normalised confusion matrices side by side (one per method)."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(mats))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.6), squeeze=False)
     for ax, (title, cm) in zip(axes[0], mats.items()):
@@ -70,7 +70,7 @@ def confusion_grid(mats: dict[str, list[list[int]]], classes: list[str], path: s
 
 def loss_curve_png(rows: list[dict], path: str | Path, title: str = "Training loss") -> None:
     """The loss of train_log.jsonl rows ({"step", "loss"}) against the step."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 50 else None)
     ax.set_xlabel("optimiser step")

@@ -22,10 +22,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GcplError
-from .io import atomic_write_text, read_json
-from .methods import order, uses_shots
-from .summary import LABELS, aggregate, draw_accuracy, find_runs, summarize_experiment
+from ..errors import GcplError
+from ..io import atomic_write_text, read_json
+from ..methods import order, uses_shots
+from .experiment import LABELS, aggregate, draw_accuracy, find_runs, summarize_experiment
 
 
 @dataclass
@@ -127,9 +127,9 @@ def mean_over_datasets(datasets: list[DatasetResults]) -> list[dict]:
 
 
 def figure(datasets: list[DatasetResults], path: Path) -> None:
-    from .report import _plt
+    from .plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     panels = [("Mean over datasets", mean_over_datasets(datasets))] + [(d.name, list(d.rows.values()))
                                                                          for d in datasets]
     cols = min(4, len(panels))
