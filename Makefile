@@ -19,6 +19,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests tools bench
 	$(BIN)/python tools/check_imports.py src/gcpl
+	$(BIN)/python tools/check_copies.py
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 demo: $(STAMP)

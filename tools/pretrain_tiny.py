@@ -15,8 +15,8 @@ folder's README, loss curve and samples from its gcpl_build.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pretraining.cli import SampleOptions, Script, SDModelOptions, SDRunOptions
 from pretraining.sd import PretrainConfig, init_source, pretrain
 
-from gcpl.tiny_model import TinySDConfig, save_pipeline_folder
+from gcpl.tiny_model import save_pipeline_folder
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "src" / "gcpl" / "assets" / "tiny-sd"
 MAX_WEIGHT_MB = 20.0
 SHAPE_PROMPTS = [
     "a red circle.",
@@ -45,129 +44,17 @@ SHAPE_PROMPTS = [
 ]
 
 
-def _ints(s: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in s.split(","))
+SCRIPT = Script("python tools/pretrain_tiny.py", __doc__, SDRunOptions, {
+    "training (--resume: the same values, bookkeeping aside)": PretrainConfig,
+    "model size": SDModelOptions,
+    "samples": SampleOptions,
+}, run_dirs="/tmp/tiny-sd-run", skip=("min_lr_ratio", "grad_clip"))  # those two keep their defaults here
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    d = PretrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder to write (default: %(default)s)")
-    p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoints (default: <out>/checkpoints)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--clean", action="store_true", help="delete the checkpoints after a finished run")
-    p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
-                   help="continued pretraining: start stage 2 from the finished run checkpointed in CKPT_DIR "
-                        "(its --ckpt-dir), with a fresh schedule; stage 1 is skipped, the same model flags are required")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ... (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--workers", type=int, default=1, help="processes rendering the image pool")
-    g = p.add_argument_group("data")
-    g.add_argument("--pool-size", type=int, default=d.pool_size, help="images rendered into memory")
-    g.add_argument("--fractal-fraction", type=float, default=d.fractal_fraction)
-    g.add_argument("--fractal-classes", type=int, default=d.n_fractal_classes)
-    g = p.add_argument_group("stage 1 (VAE)")
-    g.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    g.add_argument("--vae-batch", type=int, default=d.vae_batch)
-    g.add_argument("--vae-lr", type=float, default=d.vae_lr)
-    g.add_argument("--kl-weight", type=float, default=d.kl_weight)
-    g = p.add_argument_group("stage 2 (text encoder + UNet)")
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--batch", type=int, default=d.batch)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--lr-schedule", choices=("cosine", "constant"), default=d.lr_schedule)
-    g.add_argument("--warmup", type=int, default=d.warmup)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
-    g.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay, 0 = off (default: %(default)s)")
-    g.add_argument("--probe", type=int, default=d.probe_per_class,
-                   help="word probe at the end: unseen images per class (0 = skip; default: %(default)s)")
-    g = p.add_argument_group("model size")
-    g.add_argument("--text-hidden", type=int, default=64)
-    g.add_argument("--text-layers", type=int, default=3)
-    g.add_argument("--text-heads", type=int, default=4)
-    g.add_argument("--unet-channels", type=_ints, default=(32, 64), help="comma list, e.g. 32,64")
-    g.add_argument("--unet-layers", type=int, default=1, help="resnet layers per UNet block")
-    g.add_argument("--unet-heads", type=int, default=8, help="attention heads (diffusers' attention_head_dim)")
-    g.add_argument("--vae-channels", type=_ints, default=(32, 64), help="comma list, e.g. 32,64")
-    g.add_argument("--image-size", type=int, default=32)
-    g.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
-    g = p.add_argument_group("bookkeeping")
-    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    g.add_argument("--log-every", type=int, default=d.log_every)
-    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps")
-    g.add_argument("--sample-steps", type=int, default=50, help="DDIM steps for samples.png")
-    g.add_argument("--guidance", type=float, default=4.0, help="guidance scale for samples.png")
-    return p.parse_args(argv)
-
-
-def config_from_args(a: argparse.Namespace) -> PretrainConfig:
-    model = TinySDConfig(
-        text_hidden=a.text_hidden, text_layers=a.text_layers, text_heads=a.text_heads,
-        unet_channels=a.unet_channels, unet_layers_per_block=a.unet_layers, unet_head_dim=a.unet_heads,
-        vae_channels=a.vae_channels, image_size=a.image_size, prediction_type=a.prediction_type,
-    )
-    return PretrainConfig(
-        model=model, seed=a.seed, pool_size=a.pool_size, fractal_fraction=a.fractal_fraction,
-        n_fractal_classes=a.fractal_classes, vae_steps=a.vae_steps, vae_batch=a.vae_batch, vae_lr=a.vae_lr,
-        kl_weight=a.kl_weight, steps=a.steps, batch=a.batch, lr=a.lr, lr_schedule=a.lr_schedule,
-        warmup=a.warmup, weight_decay=a.weight_decay, caption_dropout=a.caption_dropout, ema_decay=a.ema,
-        probe_per_class=a.probe,
-        ckpt_every=a.ckpt_every, log_every=a.log_every, device=a.device, threads=a.threads, workers=a.workers,
-        init=init_source(a.init_from) if a.init_from else None,
-    )
-
-
-def command_for(identity: dict, ckpt_dir: str, init_dir: str | None = None) -> str:
-    """The pretrain_tiny.py command line that makes a run with this identity (for the model card)."""
-    d, m = identity, identity["model"]
-    flags = [
-        ("--out", f"{ckpt_dir}-model"), ("--ckpt-dir", ckpt_dir), *([("--init-from", init_dir)] if init_dir else []),
-        ("--seed", d["seed"]),
-        ("--pool-size", d["pool_size"]), ("--fractal-fraction", d["fractal_fraction"]),
-        ("--fractal-classes", d["n_fractal_classes"]), ("--vae-steps", d["vae_steps"]),
-        ("--vae-batch", d["vae_batch"]), ("--vae-lr", d["vae_lr"]), ("--kl-weight", d["kl_weight"]),
-        ("--steps", d["steps"]), ("--batch", d["batch"]), ("--lr", d["lr"]), ("--lr-schedule", d["lr_schedule"]),
-        ("--warmup", d["warmup"]), ("--weight-decay", d["weight_decay"]), ("--caption-dropout", d["caption_dropout"]),
-        ("--ema", d["ema_decay"]), ("--text-hidden", m["text_hidden"]), ("--text-layers", m["text_layers"]),
-        ("--text-heads", m["text_heads"]), ("--unet-channels", ",".join(map(str, m["unet_channels"]))),
-        ("--unet-layers", m["unet_layers_per_block"]), ("--unet-heads", m["unet_head_dim"]),
-        ("--vae-channels", ",".join(map(str, m["vae_channels"]))), ("--image-size", m["image_size"]),
-        ("--prediction-type", m["prediction_type"]),
-    ]
-    return "python tools/pretrain_tiny.py " + " ".join(f"{k} {v}" for k, v in flags)
-
-
-def source_commands(cfg: PretrainConfig, last_ckpt_dir: str) -> list[str]:
-    """Commands for the chain of runs a continuation starts from, oldest first; the last one
-    writes its checkpoints to `last_ckpt_dir` (this run's --init-from)."""
-    chain = [src["config"] for src in cfg.sources()]
-    dirs = [f"/tmp/tiny-sd-run{i + 1}" for i in range(len(chain) - 1)] + [last_ckpt_dir]
-    return [command_for(c, dirs[i], dirs[i - 1] if i else None) for i, c in enumerate(chain)]
-
-
-def reproduce_argv(argv: list[str], out: Path) -> list[str]:
-    """A run's command line as the model card shows it: `--out` names the folder the card is in
-    (the weights do not depend on where they were first written) and the run-control flags that
-    do not change the weights (`--resume`, `--stop-after N`) are left out: resuming is bit-exact."""
-    try:
-        where = str(Path(out).resolve().relative_to(REPO))
-    except ValueError:
-        where = str(out)
-    shown, i = [], 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--resume":
-            i += 1
-        elif a in ("--stop-after", "--out"):
-            i += 2
-        elif a.startswith(("--stop-after=", "--out=")):
-            i += 1
-        else:
-            shown.append(a)
-            i += 1
-    return ["--out", where, *shown]
+def parse_args(argv: list[str]) -> tuple[SDRunOptions, PretrainConfig]:
+    """The run options and the pretraining config (`--init-from` read)."""
+    run, train, size, _ = SCRIPT.parse(argv)
+    return run, dataclasses.replace(train, model=size.config(), init=init_source(run.init_from) if run.init_from else None)
 
 
 def save_fp16(components: dict, out: Path, card: dict) -> dict:
@@ -241,7 +128,7 @@ def sample_grid(folder: Path, prompts: list[str], png: Path, device: str, steps:
 
 
 def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts: list[str], words: list[str],
-               wall: dict, args: argparse.Namespace, argv: list[str], finished: str) -> str:
+               wall: dict, run: SDRunOptions, samples: SampleOptions, argv: list[str], finished: str) -> str:
     m = cfg.model
     p = stats["params"]
     total = sum(p.values())
@@ -334,8 +221,8 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         "",
         "## Samples",
         "",
-        f"`StableDiffusionPipeline.from_pretrained` on this folder, DDIM {args.sample_steps} steps, guidance "
-        f"{args.guidance}, seed 0 (one row per prompt): " + "; ".join(f"\"{q}\"" for q in prompts) + ".",
+        f"`StableDiffusionPipeline.from_pretrained` on this folder, DDIM {samples.sample_steps} steps, guidance "
+        f"{samples.guidance}, seed 0 (one row per prompt): " + "; ".join(f"\"{q}\"" for q in prompts) + ".",
         "",
         "![samples](samples.png)",
         "",
@@ -344,8 +231,8 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
         *(["The source run(s), then this continuation (each `--init-from` the checkpoints of the one before):", ""]
           if init else []),
         "```",
-        *(source_commands(cfg, str(args.init_from)) if init else []),
-        "python tools/pretrain_tiny.py " + " ".join(reproduce_argv(argv, out)),
+        *(SCRIPT.source_commands(cfg, str(run.init_from)) if init else []),
+        SCRIPT.reproduce(argv, out),
         "```",
         "",
         "`gcpl_build.json` holds the full configuration and statistics; `train_log.jsonl` the loss log.",
@@ -357,55 +244,39 @@ def model_card(out: Path, stats: dict, cfg: PretrainConfig, sizes: dict, prompts
 def write_card(out: Path, build: dict, device: str = "cpu") -> None:
     """Samples grid, loss curve and README of a saved model folder, from its gcpl_build.json (the
     run's own command line gives the sampling settings and the Reproduce section)."""
-    a = parse_args(build["argv"])
+    run, _, _, samples = SCRIPT.parse(build["argv"])
     cfg = PretrainConfig.from_dict(build["pretrain_config"])
     words = build["fractal_words"]
     sizes = {k: sum(f.stat().st_size for f in (out / k).glob("*.safetensors")) for k in ("text_encoder", "vae", "unet")}
     loss_curve(out / "train_log.jsonl", out / "loss_curve.png")
     prompts = SHAPE_PROMPTS + [f"{w} fractal." for w in words[:6]]
-    wall = {"samples": sample_grid(out, prompts, out / "samples.png", device, a.sample_steps, a.guidance)}
-    (out / "README.md").write_text(model_card(out, build["stats"], cfg, sizes, prompts, words, wall, a,
+    wall = {"samples": sample_grid(out, prompts, out / "samples.png", device, samples.sample_steps, samples.guidance)}
+    (out / "README.md").write_text(model_card(out, build["stats"], cfg, sizes, prompts, words, wall, run, samples,
                                               build["argv"], build.get("finished", "?")))
 
 
-def main(argv=None) -> int:
-    raw = sys.argv[1:] if argv is None else list(argv)
-    if raw[:1] == ["--card-only"]:  # rebuild README/plots of a finished folder: --card-only FOLDER
-        out = Path(raw[1]) if len(raw) > 1 else DEFAULT_OUT
-        write_card(out, json.loads((out / "gcpl_build.json").read_text()))
-        print(f"wrote {out / 'README.md'}")
-        return 0
-    a = parse_args(raw)
-    cfg = config_from_args(a)
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device available", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    res = pretrain(cfg, a.out, ckpt_dir=a.ckpt_dir, resume=a.resume, stop_after=a.stop_after, init_dir=a.init_from)
-    if res is None:
-        print(f"stopped after {a.stop_after} steps; continue with --resume")
-        return 0
-    out: Path = a.out
-    stats = res.stats
-    words = res.corpus.fractal_words
-    card = {"pretrain_config": cfg.identity(), "stats": stats, "fractal_words": words, "argv": raw,
+def save(argv: list[str], run: SDRunOptions, cfg: PretrainConfig, res, t0: float) -> None:
+    """The fp16 pipeline folder, its gcpl_build.json and card; checks the saved scaling factor."""
+    out, stats = run.out, res.stats
+    card = {"pretrain_config": cfg.identity(), "stats": stats, "fractal_words": res.corpus.fractal_words, "argv": argv,
             "torch": torch.__version__, "finished": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"}
     sizes = save_fp16(res.components, out, card)
     total_mb = sum(sizes.values()) / 1e6
     print("fp16 weights: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()) + f"; total {total_mb:.2f} MB")
     if total_mb > MAX_WEIGHT_MB:
         print(f"WARNING: weights exceed {MAX_WEIGHT_MB} MB", file=sys.stderr)
-    write_card(out, json.loads((out / "gcpl_build.json").read_text()), a.device)
+    write_card(out, json.loads((out / "gcpl_build.json").read_text()), cfg.device)
     # check the public loading path sees the measured scaling factor
     from diffusers import AutoencoderKL
 
     sf = AutoencoderKL.from_pretrained(out / "vae").config.scaling_factor
     assert abs(sf - stats["vae"]["scaling_factor"]) < 1e-9, (sf, stats["vae"]["scaling_factor"])
-    if a.clean:
-        shutil.rmtree(a.ckpt_dir or out / "checkpoints", ignore_errors=True)
     print(f"wrote {out} in {time.perf_counter() - t0:.0f} s (scaling_factor {sf:.5f})")
     print(json.dumps({"seconds": stats["seconds"], "vae": stats["vae"], "unet": stats["unet"]}, indent=1))
-    return 0
+
+
+def main(argv=None) -> int:
+    return SCRIPT.main(argv, parse_args, pretrain, save, write_card)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,16 @@ folder's README and loss curve from its gcpl_build.json and train_log.jsonl.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime as dt
 import json
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
+from pretraining.cli import ASSETS, ClipRunOptions, Script, reproduce_argv
 from pretraining.clip import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -36,130 +36,20 @@ from pretraining.clip import (
 )
 from pretraining.corpus import SHAPES
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "src" / "gcpl" / "assets" / "tiny-clip"
-TINY_SD = REPO / "src" / "gcpl" / "assets" / "tiny-sd"
+TINY_SD = ASSETS / "tiny-sd"
 MAX_FOLDER_MB = 20.0
-SCRIPT = "python tools/pretrain_tiny_clip.py"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    d, m = ClipPretrainConfig(), TinyClipConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to write (default: %(default)s)")
-    p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoints (default: <out>/checkpoints)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--clean", action="store_true", help="delete the checkpoints after a finished run")
-    p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
-                   help="continued pretraining: start from the final weights of the finished run checkpointed in "
-                        "CKPT_DIR (its --ckpt-dir), with a fresh schedule; the same model flags are required")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ... (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--workers", type=int, default=1, help="processes rendering the image pool")
-    p.add_argument("--pool-cache", type=Path, default=None, metavar="DIR",
-                   help="keep the rendered pool in DIR and reuse it in later runs and resumes")
-    g = p.add_argument_group("data (defaults: the tiny SD's corpus settings)")
-    g.add_argument("--pool-size", type=int, default=d.pool_size, help="images rendered into memory")
-    g.add_argument("--fractal-fraction", type=float, default=d.fractal_fraction)
-    g.add_argument("--fractal-classes", type=int, default=d.n_fractal_classes)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--batch", type=int, default=d.batch)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--lr-schedule", choices=("cosine", "constant"), default=d.lr_schedule)
-    g.add_argument("--warmup", type=int, default=d.warmup)
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    g.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay, 0 = off (default: %(default)s)")
-    g = p.add_argument_group("architecture")
-    g.add_argument("--image-size", type=int, default=m.image_size)
-    g.add_argument("--patch", type=int, default=m.patch_size)
-    g.add_argument("--vision-hidden", type=int, default=m.vision_hidden)
-    g.add_argument("--vision-layers", type=int, default=m.vision_layers)
-    g.add_argument("--vision-heads", type=int, default=m.vision_heads)
-    g.add_argument("--text-hidden", type=int, default=m.text_hidden)
-    g.add_argument("--text-layers", type=int, default=m.text_layers)
-    g.add_argument("--text-heads", type=int, default=m.text_heads)
-    g.add_argument("--projection-dim", type=int, default=m.projection_dim)
-    g = p.add_argument_group("bookkeeping (do not change the weights)")
-    g.add_argument("--probe", type=int, default=d.probe_per_class,
-                   help="zero-shot probe at the end: unseen images per class (0 = skip; default: %(default)s)")
-    g.add_argument("--probe-every", type=int, default=d.probe_every,
-                   help="also probe every N steps, 4 images per class (0 = never; default: %(default)s)")
-    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    g.add_argument("--log-every", type=int, default=d.log_every)
-    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps")
-    return p.parse_args(argv)
+SCRIPT = Script("python tools/pretrain_tiny_clip.py", __doc__, ClipRunOptions, {
+    "training (--resume: the same values, bookkeeping aside; data defaults: the tiny SD's corpus)": ClipPretrainConfig,
+    "architecture": TinyClipConfig,
+}, run_dirs="/tmp/tiny-clip-run")
 
 
-def config_from_args(a: argparse.Namespace) -> ClipPretrainConfig:
-    model = TinyClipConfig(
-        image_size=a.image_size, patch_size=a.patch, vision_hidden=a.vision_hidden, vision_layers=a.vision_layers,
-        vision_heads=a.vision_heads, text_hidden=a.text_hidden, text_layers=a.text_layers, text_heads=a.text_heads,
-        projection_dim=a.projection_dim,
-    )
-    return ClipPretrainConfig(
-        model=model, seed=a.seed, pool_size=a.pool_size, fractal_fraction=a.fractal_fraction,
-        n_fractal_classes=a.fractal_classes, steps=a.steps, batch=a.batch, lr=a.lr, lr_schedule=a.lr_schedule,
-        warmup=a.warmup, min_lr_ratio=a.min_lr_ratio, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
-        ema_decay=a.ema, probe_per_class=a.probe, probe_every=a.probe_every, ckpt_every=a.ckpt_every,
-        log_every=a.log_every, device=a.device, threads=a.threads, workers=a.workers,
-        pool_cache=str(a.pool_cache) if a.pool_cache else None, init=init_source(a.init_from) if a.init_from else None,
-    )
-
-
-# ---------------------------------------------------------------------------------------------- commands
-
-
-def command_for(identity: dict, ckpt_dir: str, init_dir: str | None = None) -> str:
-    """The command line that makes a run with this identity (for the model card)."""
-    d, m = identity, identity["model"]
-    flags = [
-        ("--out", f"{ckpt_dir}-model"), ("--ckpt-dir", ckpt_dir), *([("--init-from", init_dir)] if init_dir else []),
-        ("--seed", d["seed"]), ("--pool-size", d["pool_size"]), ("--fractal-fraction", d["fractal_fraction"]),
-        ("--fractal-classes", d["n_fractal_classes"]), ("--steps", d["steps"]), ("--batch", d["batch"]),
-        ("--lr", d["lr"]), ("--lr-schedule", d["lr_schedule"]), ("--warmup", d["warmup"]),
-        ("--min-lr-ratio", d["min_lr_ratio"]), ("--weight-decay", d["weight_decay"]), ("--grad-clip", d["grad_clip"]),
-        ("--ema", d["ema_decay"]), ("--image-size", m["image_size"]), ("--patch", m["patch_size"]),
-        ("--vision-hidden", m["vision_hidden"]), ("--vision-layers", m["vision_layers"]),
-        ("--vision-heads", m["vision_heads"]), ("--text-hidden", m["text_hidden"]),
-        ("--text-layers", m["text_layers"]), ("--text-heads", m["text_heads"]),
-        ("--projection-dim", m["projection_dim"]),
-    ]
-    return SCRIPT + " " + " ".join(f"{k} {v}" for k, v in flags)
-
-
-def source_commands(cfg: ClipPretrainConfig, last_ckpt_dir: str) -> list[str]:
-    """Commands for the chain of runs a continuation starts from, oldest first; the last one
-    writes its checkpoints to `last_ckpt_dir` (this run's --init-from)."""
-    chain = [src["config"] for src in cfg.sources()]
-    dirs = [f"/tmp/tiny-clip-run{i + 1}" for i in range(len(chain) - 1)] + [last_ckpt_dir]
-    return [command_for(c, dirs[i], dirs[i - 1] if i else None) for i, c in enumerate(chain)]
-
-
-def reproduce_argv(argv: list[str], out: Path) -> list[str]:
-    """A run's command line as the model card shows it: `--out` names the folder the card is in,
-    and the run-control flags that do not change the weights (`--resume`, `--stop-after N`) are
-    left out: resuming is bit-exact."""
-    try:
-        where = str(Path(out).resolve().relative_to(REPO))
-    except ValueError:
-        where = str(out)
-    shown, i = [], 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--resume":
-            i += 1
-        elif a in ("--stop-after", "--out"):
-            i += 2
-        elif a.startswith(("--stop-after=", "--out=")):
-            i += 1
-        else:
-            shown.append(a)
-            i += 1
-    return ["--out", where, *shown]
+def parse_args(argv: list[str]) -> tuple[ClipRunOptions, ClipPretrainConfig]:
+    """The run options and the pretraining config (`--init-from` read)."""
+    run, train, model = SCRIPT.parse(argv)
+    return run, dataclasses.replace(train, model=model, init=init_source(run.init_from) if run.init_from else None)
 
 
 # ---------------------------------------------------------------------------------------------- card
@@ -231,7 +121,7 @@ def model_card(out: Path, build: dict, files: dict) -> str:
                                                          "tokenizer_config.json", "special_tokens_map.json"))
     runs = cfg.sources() + [{"config": cfg.identity(), "step": cfg.steps, "seconds": stats["seconds"]}]
     run_rows = []
-    chain = source_commands(cfg, str(build.get("init_from"))) if cfg.init else []
+    chain = SCRIPT.source_commands(cfg, str(build.get("init_from"))) if cfg.init else []
     for j, r in enumerate(runs):
         c = r["config"]
         ema = "EMA " if j and runs[j - 1]["config"]["ema_decay"] else ""
@@ -374,8 +264,8 @@ def model_card(out: Path, build: dict, files: dict) -> str:
           if cfg.init else []),
         "```",
         *chain,
-        SCRIPT + " " + " ".join(reproduce_argv(build["argv"], out)),
-        f"{SCRIPT} --card-only {reproduce_argv([], out)[1]}   # rebuilds README.md and loss_curve.png only",
+        SCRIPT.reproduce(build["argv"], out),
+        f"{SCRIPT.path} --card-only {reproduce_argv([], out)[1]}   # rebuilds README.md and loss_curve.png only",
         "```",
         "",
         "Wall time: " + ", ".join(
@@ -406,29 +296,13 @@ def folder_bytes(out: Path) -> int:
     return sum(p.stat().st_size for p in out.iterdir() if p.is_file())
 
 
-def main(argv=None) -> int:
-    raw = sys.argv[1:] if argv is None else list(argv)
-    if raw[:1] == ["--card-only"]:  # rebuild README/plot of a finished folder: --card-only FOLDER
-        out = Path(raw[1]) if len(raw) > 1 else DEFAULT_OUT
-        write_card(out, json.loads((out / "gcpl_build.json").read_text()))
-        print(f"wrote {out / 'README.md'}")
-        return 0
-    a = parse_args(raw)
-    cfg = config_from_args(a)
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device available", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    res = pretrain_clip(cfg, a.out, ckpt_dir=a.ckpt_dir, resume=a.resume, stop_after=a.stop_after,
-                        init_dir=a.init_from)
-    if res is None:
-        print(f"stopped after {a.stop_after} steps; continue with --resume")
-        return 0
+def save(argv: list[str], run: ClipRunOptions, cfg: ClipPretrainConfig, res, t0: float) -> None:
+    """The model folder, its gcpl_build.json and card."""
     import transformers
 
-    out: Path = a.out
+    out = run.out
     build = {"pretrain_config": cfg.identity(), "stats": res.stats, "fractal_words": res.corpus.fractal_words,
-             "argv": raw, "init_from": str(a.init_from) if a.init_from else None, "tiny_sd": _tiny_sd_reference(),
+             "argv": argv, "init_from": str(run.init_from) if run.init_from else None, "tiny_sd": _tiny_sd_reference(),
              "torch": torch.__version__, "transformers": transformers.__version__,
              "finished": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
              "wall_seconds": time.perf_counter() - t0}
@@ -438,11 +312,12 @@ def main(argv=None) -> int:
     print(f"folder: {total_mb:.2f} MB (model.safetensors {(out / 'model.safetensors').stat().st_size / 1e6:.2f} MB)")
     if total_mb > MAX_FOLDER_MB:
         print(f"WARNING: the folder exceeds {MAX_FOLDER_MB} MB", file=sys.stderr)
-    if a.clean:
-        shutil.rmtree(a.ckpt_dir or out / "checkpoints", ignore_errors=True)
     print(f"wrote {out} in {time.perf_counter() - t0:.0f} s")
     print(json.dumps({"seconds": res.stats["seconds"], "train": res.stats["train"], "probe": res.stats["probe"]}, indent=1))
-    return 0
+
+
+def main(argv=None) -> int:
+    return SCRIPT.main(argv, parse_args, pretrain_clip, save, write_card)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ the weights (the saved model is the EMA when enabled).
 All per-step randomness (batch indices, caption phrasing) is derived from (seed, step) as in
 `pretraining.sd`, and the model has no dropout, so a run resumed from a checkpoint continues
 exactly as an uninterrupted one (bit for bit on CPU). Checkpoints are safetensors + JSON (the
-helpers of `pretraining.sd`); losses go to `<out>/train_log.jsonl`.
+machinery shared with the tiny SD is `pretraining.common`'s); losses go to `<out>/train_log.jsonl`.
 
 `zero_shot_probe` is the image-text counterpart of `pretraining.sd.word_probe`: the same unseen
-rendered instances (same seeds) of the first 10 pretraining fractal categories and of the 10 shapes,
-classified by the cosine similarity between the image and the prompts "<word> fractal." /
-"a <shape>." (the SD probe's prompts), chance 10%.
+rendered instances (`pretraining.corpus.probe_sets`) of the first 10 pretraining fractal categories
+and of the 10 shapes, classified by the cosine similarity between the image and the prompts
+"<word> fractal." / "a <shape>." (the SD probe's prompts), chance 10%.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +38,13 @@ import torch.nn.functional as F
 
 from gcpl import checkpoint
 from gcpl.io import append_jsonl, read_jsonl, write_json
-from pretraining.corpus import SHAPES, CaptionedPool, Corpus, CorpusConfig
-from pretraining.sd import (
-    _autocast,
-    _gen,
-    checkpoint_state,
-    count_params,
-    load_checkpoint,
-    lr_at,
-    save_checkpoint,
-)
+from gcpl.settings import setting
+from pretraining import common
+from pretraining.common import PretrainSettings, Tokens, count_params, with_default
+from pretraining.corpus import CaptionedPool, Corpus, probe_sets
 
 STAGE = "clip"
 _STAGE_ID = 5  # random-stream namespace (pretraining.sd uses 1-4)
-_PROBE_SEED = 0x9B0BE  # the seed namespace of pretraining.sd.word_probe: the same probe images
 
 # OpenAI CLIP's normalisation (transformers.image_utils.OPENAI_CLIP_MEAN / _STD), so the folder's
 # preprocessor_config.json is CLIPImageProcessor's defaults apart from the 32 px size.
@@ -64,88 +57,44 @@ class TinyClipConfig:
     """Architecture. The text tower defaults to the bundled tiny SD's text encoder (hidden 64,
     3 layers, 4 heads, CLIP's 49,408-token vocabulary, 77 positions)."""
 
-    image_size: int = 32
-    patch_size: int = 8
-    vision_hidden: int = 128
-    vision_layers: int = 6
-    vision_heads: int = 4
-    text_hidden: int = 64
-    text_layers: int = 3
-    text_heads: int = 4
-    projection_dim: int = 64
-    mlp_ratio: int = 4
-    hidden_act: str = "quick_gelu"
-    logit_scale_init: float = 2.6592  # ln(1 / 0.07), CLIP's
+    image_size: int = setting(32, "image size in pixels")
+    patch_size: int = setting(8, "ViT patch size in pixels", flag="--patch")
+    vision_hidden: int = setting(128, "image tower width")
+    vision_layers: int = setting(6, "image tower layers")
+    vision_heads: int = setting(4, "image tower attention heads")
+    text_hidden: int = setting(64, "text tower width")
+    text_layers: int = setting(3, "text tower layers")
+    text_heads: int = setting(4, "text tower attention heads")
+    projection_dim: int = setting(64, "dimension of the shared image-text embedding")
+    mlp_ratio: int = setting(4, "MLP width / hidden width", cli=False)
+    hidden_act: str = setting("quick_gelu", "activation", cli=False)
+    logit_scale_init: float = setting(2.6592, "initial logit scale: ln(1 / 0.07), CLIP's", cli=False)
 
 
 @dataclass
-class ClipPretrainConfig:
-    model: TinyClipConfig = field(default_factory=TinyClipConfig)
-    seed: int = 0
-    # corpus: the bundled tiny SD's settings (src/gcpl/assets/tiny-sd/gcpl_build.json)
-    pool_size: int = 80000
-    fractal_fraction: float = 0.7
-    n_fractal_classes: int = 200
-    # optimisation
-    steps: int = 3000
-    batch: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"  # "cosine" (to min_lr_ratio * lr) or "constant", both after warmup
-    warmup: int = 150
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    grad_clip: float = 1.0
-    max_logit_scale: float = 100.0
-    ema_decay: float = 0.999  # 0 disables; the saved model uses the EMA weights when enabled
-    # continued pretraining: identity of the finished run whose final weights start this one
-    # (set by `init_source`), with a fresh optimiser, warmup and schedule and its own random stream
-    init: dict | None = None
-    # bookkeeping (not part of the run's identity: may change on resume)
-    probe_per_class: int = 20  # zero-shot probe at the end (unseen images per class; 0 = skip)
-    probe_every: int = 0  # also probe (EMA weights, 4 per class) every this many steps (0 = never)
-    ckpt_every: int = 250
-    log_every: int = 25
-    device: str = "cpu"
-    threads: int | None = None
-    workers: int = 1  # processes rendering the pool (identical result for any value)
-    pool_cache: str | None = None  # folder keeping rendered pools (.npy + .json) for later runs and resumes
+class ClipPretrainConfig(PretrainSettings):
+    """The tiny CLIP's run: the shared settings, with the bundled tiny SD's corpus settings
+    (src/gcpl/assets/tiny-sd/gcpl_build.json) and CLIP's optimiser, logit scale and probes."""
 
-    def identity(self) -> dict:
-        """Everything that determines the trained weights; must match on --resume."""
-        d = asdict(self)
-        for k in ("probe_per_class", "probe_every", "ckpt_every", "log_every", "device", "threads", "workers",
-                  "pool_cache"):
-            d.pop(k)
-        if d["init"] is None:
-            d.pop("init")
-        return json.loads(json.dumps(d))  # tuples -> lists, as a checkpoint's JSON has them
-
-    def sources(self) -> list[dict]:
-        """The finished runs this one continues, oldest first (each an `init_source` dict)."""
-        out, init = [], self.init
-        while init is not None:
-            out.append(init)
-            init = init["config"].get("init")
-        return out[::-1]
-
-    def depth(self) -> int:
-        return len(self.sources())
-
-    def corpus_config(self) -> CorpusConfig:
-        return CorpusConfig(seed=self.seed, image_size=self.model.image_size,
-                            fractal_fraction=self.fractal_fraction, n_fractal_classes=self.n_fractal_classes)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClipPretrainConfig":
-        d = dict(d)
-        d.setdefault("init", None)
-        model = TinyClipConfig(**d.pop("model"))
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        names = {f.name for f in fields(cls)}
-        return cls(model=model, **{k: v for k, v in d.items() if k in names})
+    pool_size: int = with_default(PretrainSettings, "pool_size", 80000)
+    fractal_fraction: float = with_default(PretrainSettings, "fractal_fraction", 0.7)
+    steps: int = with_default(PretrainSettings, "steps", 3000)
+    batch: int = with_default(PretrainSettings, "batch", 128)
+    lr: float = with_default(PretrainSettings, "lr", 1e-3)
+    warmup: int = with_default(PretrainSettings, "warmup", 150)
+    min_lr_ratio: float = with_default(PretrainSettings, "min_lr_ratio", 0.05)
+    weight_decay: float = with_default(PretrainSettings, "weight_decay", 0.1)
+    probe_per_class: int = with_default(PretrainSettings, "probe_per_class", 20,
+                                        "zero-shot probe at the end: unseen images per class (0 = skip)")
+    ckpt_every: int = with_default(PretrainSettings, "ckpt_every", 250)
+    model: TinyClipConfig = setting(default_factory=TinyClipConfig, help="architecture", cli=False)
+    betas: tuple[float, float] = setting((0.9, 0.98), "AdamW betas (CLIP's)", cli=False)
+    eps: float = setting(1e-6, "AdamW eps (CLIP's)", cli=False)
+    max_logit_scale: float = setting(100.0, "the logit scale exp(t) is clamped at this", cli=False)
+    probe_every: int = setting(0, "also probe every N steps, 4 images per class, EMA weights (0 = never)",
+                               identity=False)
+    pool_cache: str | None = setting(None, "keep the rendered pool in DIR and reuse it in later runs and resumes",
+                                     metavar="DIR", identity=False)
 
 
 @dataclass
@@ -186,26 +135,6 @@ def build_clip(cfg: TinyClipConfig, seed: int = 0):
     torch.manual_seed(seed)
     model = CLIPModel(config).float()
     return model, tokenizer
-
-
-class Tokens:
-    """CLIP token ids (<|startoftext|> ... <|endoftext|>, truncated to 77), cached per string and
-    padded with <|endoftext|> to the longest caption of the batch. The text tower is causal and
-    pools at the first <|endoftext|>, so the features equal those of the usual padding to 77."""
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-        self.pad = tokenizer.pad_token_id
-        self.cache: dict[str, list[int]] = {}
-
-    def __call__(self, captions: list[str]) -> torch.Tensor:
-        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
-        if missing:
-            ids = self.tok(missing, truncation=True, max_length=self.tok.model_max_length).input_ids
-            self.cache.update(zip(missing, ids))
-        rows = [self.cache[c] for c in captions]
-        n = max(len(r) for r in rows)
-        return torch.tensor([r + [self.pad] * (n - len(r)) for r in rows], dtype=torch.long)
 
 
 def pixel_values(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -267,44 +196,6 @@ def cached_pool(corpus: Corpus, n: int, workers: int = 1, log=None, cache_dir: s
 # Zero-shot probe
 
 
-def probe_sets(corpus: Corpus, seed: int, per_class: int, n_way: int = 10,
-               all_fractals: int = 0) -> dict[str, tuple[np.ndarray, list[int], list[str]]]:
-    """Unseen rendered instances, exactly those of `pretraining.sd.word_probe` (same seeds; with
-    more per class, the first 4 of each class are the SD probe's): `per_class` of each of the first
-    `n_way` pretraining fractal categories ("fractal") and of the 10 shapes, single objects
-    ("shape"); with `all_fractals` > 0, also that many of each of all the corpus's categories
-    ("fractal_all").
-    Returns {name: (images uint8 (N, H, W, 3), labels, prompts)}."""
-    size = corpus.cfg.image_size
-    groups = {}
-
-    def fractal_group(classes, k):
-        imgs, labels = [], []
-        for c, cls in enumerate(classes):
-            for j in range(k):
-                rng = np.random.default_rng(np.random.SeedSequence([seed, _PROBE_SEED, c, j]))
-                imgs.append(np.asarray(cls.render(rng, size=size).convert("RGB"), np.uint8))
-                labels.append(c)
-        return np.stack(imgs), labels, [f"{cls.name} fractal." for cls in classes]
-
-    if corpus._fractals:
-        groups["fractal"] = fractal_group(corpus._fractals[:n_way], per_class)
-    shapes = list(SHAPES[:n_way])
-    imgs, labels, counts, i = [], [], {s: 0 for s in shapes}, 0
-    while min(counts.values()) < per_class and i < 200 * per_class * n_way:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, _PROBE_SEED, 10**6 + i]))
-        i += 1
-        img, attrs = corpus._render_shapes(rng)
-        if len(attrs["objects"]) == 1 and counts.get(attrs["objects"][0]["shape"], per_class) < per_class:
-            counts[attrs["objects"][0]["shape"]] += 1
-            imgs.append(img)
-            labels.append(shapes.index(attrs["objects"][0]["shape"]))
-    groups["shape"] = (np.stack(imgs), labels, [f"a {s}." for s in shapes])
-    if all_fractals and corpus._fractals and len(corpus._fractals) > n_way:
-        groups["fractal_all"] = fractal_group(corpus._fractals, all_fractals)
-    return groups
-
-
 @torch.no_grad()
 def zero_shot_probe(model, tokens: Tokens, groups: dict, device: str = "cpu", sd_subset: int = 4) -> dict:
     """Zero-shot classification by cosine similarity between images and prompts. Returns
@@ -314,7 +205,7 @@ def zero_shot_probe(model, tokens: Tokens, groups: dict, device: str = "cpu", sd
     model.eval()
     out = {}
     for name, (imgs, labels, prompts) in groups.items():
-        with _autocast(device):
+        with common.autocast(device):
             txt = model.get_text_features(input_ids=tokens(prompts).to(device)).pooler_output
             img = torch.cat([model.get_image_features(pixel_values=pixel_values(imgs[s:s + 256]).to(device)).pooler_output
                              for s in range(0, len(imgs), 256)])
@@ -344,26 +235,11 @@ def zero_shot_probe(model, tokens: Tokens, groups: dict, device: str = "cpu", sd
 
 def init_source(ckpt_dir: str | Path) -> dict:
     """Identity of the finished run in `ckpt_dir` (its settings and step), for `ClipPretrainConfig.init`."""
-    state = checkpoint_state(ckpt_dir)
-    if state is None:
-        raise ValueError(f"--init-from: no checkpoint in {ckpt_dir} (expected latest.json there)")
-    if state.get("stage") != STAGE or state["step"] != state["config"]["steps"]:
-        raise ValueError(f"--init-from: {ckpt_dir} holds an unfinished run (step {state['step']} of "
-                         f"{state['config']['steps']}); finish it with --resume first")
-    return {"config": state["config"], "step": state["step"], "seconds": state["seconds"]}
+    return common.finished_run(ckpt_dir, STAGE)
 
 
 # ----------------------------------------------------------------------------------------------
 # Main loop
-
-
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: not on embeddings (token, position, class, patch), norms,
-    biases or the logit scale."""
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "embedding" not in n else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def pretrain_clip(
@@ -380,50 +256,22 @@ def pretrain_clip(
 
     With `cfg.init` set (see `init_source`), training starts from the final weights (the EMA when
     the source kept one) of the finished run checkpointed in `init_dir`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out / "checkpoints"
-    log_path = out / "train_log.jsonl"
+    out, ckpt_dir, log_path = common.start(cfg, out, ckpt_dir)
     device = cfg.device
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-
     model, tokenizer = build_clip(cfg.model, seed=cfg.seed)
     params = list(model.parameters())
     state = {"stage": STAGE, "step": 0, "seconds": {}, "config": cfg.identity()}
-    ckpt = load_checkpoint(ckpt_dir) if resume else None
-    if resume and ckpt is None:
-        log(f"resume: no checkpoint in {ckpt_dir}, starting from scratch")
+    ckpt = common.resume_checkpoint(cfg, ckpt_dir, resume, log)
     if ckpt is not None:
         state = ckpt[0]
-        if state["config"] != cfg.identity():
-            ident = cfg.identity()
-            diff = {k for k in set(ident) | set(state["config"]) if ident.get(k) != state["config"].get(k)}
-            raise ValueError(f"--resume: checkpoint in {ckpt_dir} was made with different settings: {sorted(diff)}")
         log(f"resume: step {state['step']}")
         checkpoint.load_module(model, STAGE, ckpt[1])
-        keep = [r for r in read_jsonl(log_path) if r["step"] <= state["step"]]
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    else:
-        if log_path.exists():
-            log_path.unlink()
-        if cfg.init is not None:
-            if init_dir is None:
-                raise ValueError("cfg.init is set: pass init_dir, the source run's checkpoint folder")
-            src = load_checkpoint(Path(init_dir))
-            if src is None or {k: src[0][k] for k in ("config", "step")} != {k: cfg.init[k] for k in ("config", "step")}:
-                raise ValueError(f"--init-from: {init_dir} no longer holds the run this continuation was started from")
-            if src[0]["config"]["model"] != cfg.identity()["model"]:
-                raise ValueError("--init-from: the source run has a different model size; use the same model flags")
-            checkpoint.load_module(model, STAGE, src[1])
-            if "ema.0" in src[1]:
-                with torch.no_grad():
-                    for i, p in enumerate(params):
-                        p.copy_(src[1][f"ema.{i}"])
-            log(f"init: starting from {init_dir} (step {cfg.init['step']}"
-                f"{', EMA weights' if 'ema.0' in src[1] else ''})")
+    common.restart_log(log_path, state if ckpt is not None else None, lambda r: (r["step"],))
+    if ckpt is None and cfg.init is not None:
+        weights = common.source_weights(cfg, init_dir)
+        checkpoint.load_module(model, STAGE, weights)
+        ema_used = common.load_ema(params, weights)
+        log(f"init: starting from {init_dir} (step {cfg.init['step']}{', EMA weights' if ema_used else ''})")
 
     corpus = Corpus(cfg.corpus_config())
     pool = cached_pool(corpus, cfg.pool_size, cfg.workers, log, cfg.pool_cache)
@@ -431,7 +279,8 @@ def pretrain_clip(
     pool_u8 = torch.from_numpy(pool.images)
     tokens = Tokens(tokenizer)
     model.to(device).train()
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    opt = torch.optim.AdamW(common.decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
+                            betas=tuple(cfg.betas), eps=cfg.eps)
     ema = [p.detach().clone().float() for p in params] if cfg.ema_decay > 0 else None
     if ckpt is not None:
         if ckpt[2] is not None:
@@ -444,51 +293,36 @@ def pretrain_clip(
 
     def probe_now(step: int) -> None:
         backup = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            if ema is not None:
-                for p, e in zip(params, ema):
-                    p.copy_(e.to(p.dtype))
-            res = zero_shot_probe(model, tokens, probe_groups, device)
-            for p, b in zip(params, backup):
-                p.copy_(b)
+        if ema is not None:
+            common.copy_into(params, ema)
+        res = zero_shot_probe(model, tokens, probe_groups, device)
+        common.copy_into(params, backup)
         rec = {"stage": "probe", "step": step, **{k: v for k, v in res.items() if k.endswith("_acc")}}
         append_jsonl(log_path, rec)
         log(f"probe step {step}: fractal {res.get('probe_fractal_acc', float('nan')):.3f} "
             f"shape {res['probe_shape_acc']:.3f} (4 per class, {'EMA' if ema is not None else 'raw'} weights)")
 
-    budget = [stop_after]
-
-    def tick() -> bool:
-        if budget[0] is None:
-            return False
-        budget[0] -= 1
-        return budget[0] <= 0
+    budget = common.StepBudget(stop_after)
 
     t0, n_acc = time.perf_counter(), 0
     acc = torch.zeros(3, device=device)
     base_seconds = state["seconds"].get("train", 0.0)
     while state["step"] < cfg.steps:
         step = state["step"]
-        rng, _ = _gen(cfg.seed, _STAGE_ID + 10 * cfg.depth(), step)  # a continuation draws new batches
+        rng, _ = common.generators(cfg.seed, _STAGE_ID + 10 * cfg.depth(), step)  # a continuation draws new batches
         idx = rng.integers(0, len(pool), cfg.batch)
         caps = pool.captions(idx.tolist(), rng)
         ids = tokens(caps).to(device)
         px = pixel_values(pool_u8[torch.from_numpy(idx)]).to(device)
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, cfg.lr, cfg.steps, cfg.warmup, cfg.lr_schedule, cfg.min_lr_ratio)
-        with _autocast(device):
+        common.set_lr(opt, common.lr_at(step, cfg.lr, cfg.steps, cfg.warmup, cfg.lr_schedule, cfg.min_lr_ratio))
+        with common.autocast(device):
             img, txt = _features(model, ids, px)
         loss, a_i2t, a_t2i = clip_loss(img, txt, model.logit_scale.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        gnorm = common.optimiser_step(opt, loss, params, cfg.grad_clip)
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, max_log_scale)
         if ema is not None:
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
+            common.ema_update(ema, params, cfg.ema_decay, step)
         state["step"] = step + 1
         acc += torch.stack([loss.detach(), a_i2t, a_t2i])
         n_acc += 1
@@ -505,18 +339,16 @@ def pretrain_clip(
             acc, n_acc = torch.zeros(3, device=device), 0
         if cfg.probe_every > 0 and state["step"] % cfg.probe_every == 0:
             probe_now(state["step"])
-        stop = tick()
-        if state["step"] % cfg.ckpt_every == 0 or stop or state["step"] == cfg.steps:
+        save, stop = budget.step_done(state["step"], cfg.steps, cfg.ckpt_every)
+        if save:
             state["seconds"]["train"] = elapsed
-            save_checkpoint(ckpt_dir, state, {STAGE: model}, opt, ema)
-        if stop and state["step"] < cfg.steps:
+            common.save_checkpoint(ckpt_dir, state, {STAGE: model}, opt, ema)
+        if stop:
             return None
     state["seconds"]["train"] = base_seconds + time.perf_counter() - t0
 
     if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(params, ema):
-                p.copy_(e.to(p.dtype))
+        common.copy_into(params, ema)
     model.eval().requires_grad_(False)
     diag = {}
     if cfg.probe_per_class > 0:
@@ -540,9 +372,7 @@ def pretrain_clip(
         "params": {"vision": count_params(model.vision_model), "text": count_params(model.text_model),
                    "projections": count_params(model.visual_projection) + count_params(model.text_projection) + 1,
                    "total": count_params(model)},
-        "config": cfg.identity(),
-        "device": device,
-        "threads": torch.get_num_threads(),
+        **common.run_facts(cfg),
     }
     model.to("cpu").float()
     return ClipPretrainResult(model=model, tokenizer=tokenizer, stats=stats, corpus=corpus, pool=pool)

@@ -19,7 +19,8 @@ Captions are phrased from the stored attributes with a caller-supplied generator
 loop can re-phrase the same image differently at every step (`caption(attrs, rng)`).
 
 Images are rendered 2x supersampled and box-filtered, then stored as uint8 HxWx3.
-`CaptionedPool` renders N samples once into memory (40k 32x32 images: 123 MB).
+`CaptionedPool` renders N samples once into memory (40k 32x32 images: 123 MB). `probe_sets`
+renders the held-out instances both tiny models are probed with.
 """
 
 from __future__ import annotations
@@ -387,3 +388,46 @@ class CaptionedPool:
             "n_fractal_classes": len({a["word"] for a in self.attrs if a["kind"] == "fractal"}),
             "render_seconds": round(self.seconds, 1),
         }
+
+
+# ---------------------------------------------------------------------------------------------- probe images
+
+PROBE_SEED = 0x9B0BE  # the seed namespace of the held-out probe images
+
+
+def probe_sets(corpus: Corpus, seed: int, per_class: int, n_way: int = 10,
+               all_fractals: int = 0) -> dict[str, tuple[np.ndarray, list[int], list[str]]]:
+    """Unseen rendered instances for the probes of both tiny models (the SD's word probe, the
+    CLIP's zero-shot probe; the same seeds, so with more per class the first 4 of each class are
+    those of a 4-per-class probe): `per_class` of each of the first `n_way` pretraining fractal
+    categories ("fractal", prompts "<word> fractal.") and of the 10 shapes, single objects ("shape",
+    prompts "a <shape>."); with `all_fractals` > 0, also that many of each of all the corpus's
+    categories ("fractal_all"). Returns {name: (images uint8 (N, H, W, 3), labels, prompts)}."""
+    size = corpus.cfg.image_size
+    groups = {}
+
+    def fractal_group(classes, k):
+        imgs, labels = [], []
+        for c, cls in enumerate(classes):
+            for j in range(k):
+                rng = np.random.default_rng(np.random.SeedSequence([seed, PROBE_SEED, c, j]))
+                imgs.append(np.asarray(cls.render(rng, size=size).convert("RGB"), np.uint8))
+                labels.append(c)
+        return np.stack(imgs), labels, [f"{cls.name} fractal." for cls in classes]
+
+    if corpus._fractals:
+        groups["fractal"] = fractal_group(corpus._fractals[:n_way], per_class)
+    shapes = list(SHAPES[:n_way])
+    imgs, labels, counts, i = [], [], {s: 0 for s in shapes}, 0
+    while min(counts.values()) < per_class and i < 200 * per_class * n_way:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, PROBE_SEED, 10**6 + i]))
+        i += 1
+        img, attrs = corpus._render_shapes(rng)
+        if len(attrs["objects"]) == 1 and counts.get(attrs["objects"][0]["shape"], per_class) < per_class:
+            counts[attrs["objects"][0]["shape"]] += 1
+            imgs.append(img)
+            labels.append(shapes.index(attrs["objects"][0]["shape"]))
+    groups["shape"] = (np.stack(imgs), labels, [f"a {s}." for s in shapes])
+    if all_fractals and corpus._fractals and len(corpus._fractals) > n_way:
+        groups["fractal_all"] = fractal_group(corpus._fractals, all_fractals)
+    return groups
