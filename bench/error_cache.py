@@ -4,7 +4,7 @@ on the same images for the price of the union of what they evaluate.
 Every schedule of `gcpl.classify.DiffusionClassifier` with the same noise seed draws its
 (timestep, noise) pairs from the same pool (`POOL` = 500 pairs: Li et al.'s timesteps, one noise
 each, drawn from the seed), so the error of (image, class, pool index) is one number whatever
-schedule asks for it. `ReplayClassifier` serves `_errors` from a dense (images, classes, pool)
+schedule asks for it. `Replay` serves a classifier's errors from a dense (images, classes, pool)
 tensor (NaN = not computed yet), computes what is missing with the UNet and stores it; replaying a
 schedule gives the predictions and call counts of running it (up to the float rounding of other
 batch compositions). The tensor is saved atomically (`save`), so a killed job loses at most what
@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-
-from gcpl.classify import DiffusionClassifier
 
 
 class ErrorCache:
@@ -58,24 +56,25 @@ class ErrorCache:
         return int((~self.errors.isnan()).sum())
 
 
-class ReplayClassifier(DiffusionClassifier):
-    """A DiffusionClassifier whose UNet errors come from an ErrorCache where present.
+class Replay:
+    """A classifier (gcpl.classify.DiffusionClassifier) whose errors come from an ErrorCache where
+    present: its `errors_fn` is replaced, missing errors are computed with its UNet (unless
+    `compute` is False) and stored. Call `score(x0, ids)` with the cache rows of the images in x0.
+    `columns`: the cache column of each of the classifier's classes (a classifier over a subset of
+    the run's classes)."""
 
-    Call `score(x0, ids)` with the cache rows of the images in x0. `columns`: the cache column of
-    each of the classifier's classes (a classifier over a subset of the run's classes)."""
-
-    def __init__(self, *args, cache: ErrorCache, compute: bool = True, columns=None, **kw):
-        super().__init__(*args, **kw)
-        self.cache, self.compute, self.ids = cache, compute, None
-        self.columns = torch.as_tensor(columns if columns is not None else range(self.n_classes), dtype=torch.long)
-        if self.noise.shape[0] != cache.errors.shape[2]:
-            raise SystemExit(f"classifier pool {self.noise.shape[0]} != cache pool {cache.errors.shape[2]}")
+    def __init__(self, clf, cache: ErrorCache, compute: bool = True, columns=None):
+        self.clf, self.cache, self.compute, self.ids = clf, cache, compute, None
+        self.columns = torch.as_tensor(columns if columns is not None else range(clf.n_classes), dtype=torch.long)
+        if clf.noise.shape[0] != cache.errors.shape[2]:
+            raise SystemExit(f"classifier pool {clf.noise.shape[0]} != cache pool {cache.errors.shape[2]}")
+        clf.errors_fn = self.errors
 
     def score(self, x0, ids=None):
         self.ids = torch.as_tensor(ids if ids is not None else range(len(x0)))
-        return super().score(x0)
+        return self.clf.score(x0)
 
-    def _errors(self, x0, triples):
+    def errors(self, x0, triples):
         if not triples:
             return torch.zeros(0)
         trip = torch.tensor(triples, dtype=torch.long)
@@ -85,7 +84,7 @@ class ReplayClassifier(DiffusionClassifier):
         if len(miss):
             if not self.compute:
                 raise LookupError(f"{len(miss)} errors are not in the cache")
-            new = super()._errors(x0, [triples[i] for i in miss.tolist()]).float()
+            new = self.clf.unet_errors(x0, [triples[i] for i in miss.tolist()]).float()
             self.cache.errors[rows[miss], cols[miss], trip[miss, 2]] = new
             self.cache.computed += len(miss)
             vals[miss] = new

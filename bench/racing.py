@@ -52,11 +52,13 @@ def parse_race(s: str) -> tuple[str, dict]:
 
 
 def parse_stages(s: str) -> tuple[str, tuple, tuple, str]:
-    spacing = "nested"
-    if s.startswith("li/"):
-        spacing, s = "li", s[3:]
-    n, k = s.split(":")
-    return s if spacing == "nested" else "li/" + s, C.ints(n), C.ints(k), spacing
+    """'n1,n2:k1,k2' (nested), 'li/...' (Li et al.'s spacing) or 'ranked/...' (support-ranked strata)."""
+    spacing, _, rest = s.rpartition("/")
+    spacing = spacing or "nested"
+    if spacing not in ("nested", "li", "ranked"):
+        raise argparse.ArgumentTypeError(f"--stages {s!r}: unknown spacing {spacing!r}")
+    n, k = rest.split(":")
+    return s, C.ints(n), C.ints(k), spacing
 
 
 def parse_args(argv=None):
@@ -71,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=C.ints, default=(0,), help="classifier noise seeds, e.g. 0,1")
     p.add_argument("--li", action="store_true", help="Li et al.'s Flowers schedule (the baseline)")
     p.add_argument("--gcpl-default", action="store_true",
-                   help="gcpl's default classifier (nested stages for the class count)")
+                   help="gcpl's nested stages for the class count (the default before ranked stages)")
+    p.add_argument("--ranked", action="store_true", help="gcpl's ranked stages for the class count")
     p.add_argument("--race", action="append", type=parse_race, default=[], help="a racing row NAME[:key=value,...]")
     p.add_argument("--stages", action="append", type=parse_stages, default=[], help="fixed stages n1,n2:k1,k2")
     p.add_argument("--evidence-shots", type=int, default=None, help="support images per class (default: gcpl's)")
@@ -120,13 +123,14 @@ def _rel(p: str, root: Path) -> str:
 def main(argv=None) -> dict:
     a = parse_args(argv)
     C.setup_threads(a.threads)
-    from error_cache import ErrorCache, ReplayClassifier
+    from error_cache import ErrorCache, Replay
 
     from gcpl.api import TrainedRun
     from gcpl.backbone import load_backbone
     from gcpl.classify import LI_SCHEDULE, POOL, ClassifyConfig, DiffusionClassifier
     from gcpl.data.splits import read_samples
     from gcpl.evidence import load_or_learn_evidence
+    from gcpl.racing import RaceParams
 
     run = TrainedRun.open(a.run)
     bb = load_backbone(run.model_for(a.model), a.device)
@@ -166,10 +170,15 @@ def main(argv=None) -> dict:
         o = {k: (bool(v) if k == "spend" else v) for k, v in o.items()}
         specs.append((f"race {name}", dict(cfg_kw, spacing="race"), o, use_ev))
     for label, n, k, spacing in a.stages:
-        specs.append((f"stages {label}", dict(n_samples=n, keep=k, spacing=spacing), {}, (False, True)))
+        specs.append((f"stages {label}", dict(n_samples=n, keep=k, spacing=spacing), {}, (True, True)))
     if a.gcpl_default:
-        n, k = ClassifyConfig().schedule(n_cls)
-        specs.append((f"gcpl default ({','.join(map(str, n))}:{','.join(map(str, k))})", {}, {}, (False, True)))
+        n, k = ClassifyConfig(spacing="nested").schedule(n_cls)
+        specs.append((f"nested default ({','.join(map(str, n))}:{','.join(map(str, k))})", dict(spacing="nested"), {},
+                      (False, True)))
+    if a.ranked:
+        n, k = ClassifyConfig(spacing="ranked").schedule(n_cls)
+        specs.append((f"ranked default ({','.join(map(str, n))}:{','.join(map(str, k))})", dict(spacing="ranked"), {},
+                      (True, True)))
 
     meta = {"run_tokens": run.digest, "pool": POOL, "norm": base.norm, "resolution": bb.resolution,
             "model": bb.model_id, "shape": list(shape)}
@@ -178,19 +187,20 @@ def main(argv=None) -> dict:
         for name, cfg_kw, race_opts, use_ev in specs:
             cfg = ClassifyConfig(batch=a.batch, seed=seed, **cfg_kw)
             if a.cache:  # one cache per (seed, pool size): racing and Li et al. share the 500-pair pool
-                pool = POOL if cfg.racing else cfg.schedule(n_cls)[0][-1]
+                pool = POOL if cfg.racing or cfg.spacing == "ranked" else cfg.schedule(n_cls)[0][-1]
                 if (seed, pool) not in caches:
                     f = Path(a.cache) / (f"errors-seed{seed}.pt" if pool == POOL else f"errors-seed{seed}-pool{pool}.pt")
                     caches[seed, pool] = ErrorCache(f, keys, len(run_classes), pool, dict(meta, seed=seed, pool=pool))
-                clf = ReplayClassifier(bb, embeds, cfg, shape, cache=caches[seed, pool], compute=not a.no_compute,
-                                       columns=columns)
+                clf = DiffusionClassifier(bb, embeds, cfg, shape)
+                clf = Replay(clf, caches[seed, pool], compute=not a.no_compute, columns=columns)
             else:
                 clf = DiffusionClassifier(bb, embeds, cfg, shape)
-            if cfg.racing:
-                clf.use_evidence(evidence if use_ev[0] else None)
+            inner = clf.clf if a.cache else clf
+            if cfg.uses_evidence:
+                inner.use_evidence(evidence if use_ev[0] else None)
                 if not use_ev[1]:  # the evidence's order, equal weights
-                    clf.race_weights = torch.ones_like(clf.race_weights)
-                clf.race_options = race_opts
+                    inner.race_weights = torch.ones_like(inner.race_weights)
+                inner.race_params = RaceParams(**race_opts)
             clfs[name, seed] = clf
 
     res = {key: {"preds": [], "calls": [], "stops": []} for key in clfs}

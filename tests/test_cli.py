@@ -231,9 +231,12 @@ def test_test_class_not_learned(tiny_model_dir, trained, tmp_path, capsys):
     assert "'yellow' was not learned" in err
 
 
-def test_existing_run_needs_resume(tiny_model_dir, class_folder, trained, capsys):
-    err = _err(capsys, _train(tiny_model_dir, class_folder, trained))
-    assert "--resume" in err
+def test_rerunning_a_finished_run_leaves_it_as_it_is(tiny_model_dir, class_folder, trained, capsys):
+    before = {f: f.stat().st_mtime_ns for f in trained.rglob("*") if f.is_file()}
+    assert _train(tiny_model_dir, class_folder, trained) == 0  # the same command: resumed, nothing to do
+    assert {f: f.stat().st_mtime_ns for f in trained.rglob("*") if f.is_file()} == before
+    err = _err(capsys, _train(tiny_model_dir, class_folder, trained, "--lr", "0.5"))
+    assert "other settings" in err and "train.lr" in err
 
 
 def test_missing_model(class_folder, tmp_path, capsys):

@@ -18,15 +18,12 @@ from gcpl.cli.options import add_options, build
 from gcpl.clip import run_clip
 from gcpl.clip.config import (
     ClipJob,
-    CocoopConfig,
-    CoopConfig,
-    KgCoopConfig,
-    MapleConfig,
     PromptMethodConfig,
     PromptSrcConfig,
     TipFConfig,
     upgrade_settings,
 )
+from gcpl.clip.official import resolved
 from gcpl.errors import GcplError
 from gcpl.io import read_json
 
@@ -41,8 +38,10 @@ def no_confusion_plot(monkeypatch):
 # ----------------------------------------------------------------------------- options
 
 # every option of ClipJob's groups as the groups had them with hand-written prefixes in their
-# field names; only --cv-folds became --val-cv-folds (the validation group's prefix)
+# field names (only --cv-folds became --val-cv-folds, the validation group's prefix), and the
+# options added since: --clip-template, --clip-class-names, --val-fraction, --src-teacher
 GROUP_OPTIONS = """
+--clip-template --clip-class-names --val-fraction --src-teacher
 --val-source --val-shots --val-cv-folds --lp-c-grid --lp-search-steps --lp-max-iter --lp-c
 --tip-alpha --tip-beta --tip-augment-epochs --tip-crop-scale --no-tip-search --tip-search-scale --tip-search-steps
 --tipf-lr --tipf-eps --tipf-weight-decay --tipf-epochs --tipf-batch
@@ -61,8 +60,8 @@ def clip_parser() -> argparse.ArgumentParser:
     return parser
 
 
-JOB_OPTIONS = """-h --help --method --out --shots --seed --template --model --device --dtype --limit --eval-seed
---allow-fewer --strict --test-data --eval-batch --checkpoint-every""".split()
+JOB_OPTIONS = """-h --help --method --out --shots --seed --dataset --template --model --device --dtype --limit
+--eval-seed --allow-fewer --strict --test-data --eval-batch --checkpoint-every""".split()
 
 
 def test_group_options_keep_their_strings():
@@ -75,27 +74,52 @@ def test_group_options_reach_their_fields(tmp_path):
                                    "--no-tip-search", "--tip-alpha", "2", "--val-cv-folds", "3",
                                    "--coop-epochs", "7", "--src-gpa-mean", "45", "--no-prompt-flip"])
     job, given = build(ClipJob, ns)
-    assert job.kgcoop.lambda_ == 4.0 and job.tip.search is False and job.tip.alpha == 2.0
-    assert job.validation.cv_folds == 3 and job.coop.epochs == 7 and job.promptsrc.gpa_mean == 45.0
-    assert job.prompt.flip is False and job.maple.lr == MapleConfig().lr
+    c = job.clip
+    assert c.kgcoop.lambda_ == 4.0 and c.tip.search is False and c.tip.alpha == 2.0
+    assert c.validation.cv_folds == 3 and c.coop.epochs == 7 and c.promptsrc.gpa_mean == 45.0
+    assert c.prompt.flip is False and c.maple.lr is None and c.tip.beta is None  # None: the official value
     assert {"kg_lambda_", "tip_search", "tip_alpha", "val_cv_folds", "coop_epochs"} <= given
 
 
-def test_prompt_method_groups_default_to_their_official_values():
-    assert (CoopConfig().ctx_init, CoopConfig().lr, CoopConfig().batch, CoopConfig().epochs) == ("", 0.002, 32, None)
-    assert (KgCoopConfig().lr, KgCoopConfig().batch, KgCoopConfig().epochs) == (0.002, 128, 100)
-    assert (CocoopConfig().ctx_init, CocoopConfig().batch, CocoopConfig().epochs) == ("a photo of a", 1, 10)
-    assert (MapleConfig().lr, MapleConfig().batch, MapleConfig().epochs, MapleConfig().n_ctx) == (0.0035, 4, 5, 2)
-    assert (PromptSrcConfig().lr, PromptSrcConfig().batch, PromptSrcConfig().epochs) == (0.0025, 4, 50)
-    assert PromptMethodConfig().batch == 32  # a subclass's values are its own
-    with pytest.raises(TypeError, match="momentum"):
-        class Wrong(PromptMethodConfig, momentum=0.5):
-            pass
+def test_every_official_setting_defaults_to_none():
+    from gcpl.clip.config import ClipSettings
+    from gcpl.clip.official import TABLE
+    from gcpl.settings import flat
+
+    defaults = flat(ClipSettings())
+    assert set(TABLE) <= set(defaults) and all(defaults[dest] is None for dest in TABLE)
+    assert {d for d, v in defaults.items() if v is None} == set(TABLE)  # and nothing else is left open
+
+
+def test_prompt_method_groups_resolve_to_their_official_values():
+    def group(method, name, **kw):
+        return getattr(resolved(ClipJob(method=method, data="s.json", out="o", **kw)).clip, name)
+
+    coop = group("coop", "coop", shots=1)
+    assert (coop.ctx_init, coop.lr, coop.batch, coop.epochs, coop.n_ctx) == ("", 0.002, 32, 50, 16)
+    kg = group("kgcoop", "kgcoop")
+    assert (kg.ctx_init, kg.lr, kg.batch, kg.epochs, kg.lambda_) == ("a photo of a", 0.002, 128, 100, 8.0)
+    cocoop = group("cocoop", "cocoop")
+    assert (cocoop.ctx_init, cocoop.lr, cocoop.batch, cocoop.epochs) == ("a photo of a", 0.002, 1, 10)
+    maple = group("maple", "maple")
+    assert (maple.lr, maple.batch, maple.epochs, maple.n_ctx, maple.depth) == (0.0035, 4, 5, 2, 9)
+    src = group("promptsrc", "promptsrc")
+    assert (src.lr, src.batch, src.epochs, src.gpa_mean, src.gpa_std, src.teacher) == (0.0025, 4, 50, 30.0, 30.0,
+                                                                                         "ensemble")
+    assert PromptMethodConfig().batch is None and group("maple", "maple", clip=_with(maple_lr=0.01)).lr == 0.01
+
+
+def _with(**values):
+    from gcpl.clip.config import ClipSettings
+    from gcpl.settings import replace
+
+    return replace(ClipSettings(), values)
 
 
 # ----------------------------------------------------------------------------- older run folders
 
-# config.json "settings" groups as gcpl wrote them before the groups had prefixes
+# config.json "settings" groups as gcpl wrote them before the groups had prefixes (directly in
+# ClipJob, as they stayed until ClipSettings gathered them)
 OLD_GROUPS = {
     "validation": {"val_source": "shots", "val_shots": 4, "cv_folds": 4},
     "prompt": {"prompt_momentum": 0.9, "prompt_weight_decay": 0.0005, "prompt_warmup_epochs": 1,
@@ -107,24 +131,30 @@ OLD_GROUPS = {
 
 
 def test_upgrade_settings_renames_the_old_group_fields():
-    new = upgrade_settings({"method": "kgcoop", "shots": 2, **OLD_GROUPS})
-    assert new["shots"] == 2 and new["validation"] == {"source": "shots", "shots": 4, "cv_folds": 4}
-    assert new["kgcoop"] == {"ctx_init": "a photo of a", "lambda_": 8.0, "lr": 0.002, "batch": 128, "epochs": 2}
-    assert new["tip"]["alpha"] == 1.17 and new["tip"]["search"] is True and new["prompt"]["flip"] is True
+    new = upgrade_settings({"method": "kgcoop", "shots": 2, "template": "a {}.", **OLD_GROUPS}, ["red", "dark_red"])
+    clip = new["clip"]
+    assert new["shots"] == 2 and clip["validation"] == {"source": "shots", "shots": 4, "cv_folds": 4}
+    assert clip["kgcoop"] == {"ctx_init": "a photo of a", "lambda_": 8.0, "lr": 0.002, "batch": 128, "epochs": 2}
+    assert clip["tip"]["alpha"] == 1.17 and clip["tip"]["search"] is True and clip["prompt"]["flip"] is True
+    assert clip["text"] == {"template": "a {}.", "class_names": "as-given"}  # what the old runs prompted with
+    assert not set(OLD_GROUPS) & set(new)
     assert upgrade_settings(new) == new  # today's names pass unchanged
+    assert upgrade_settings({"template": "a {}.", **OLD_GROUPS}, ["red"])["clip"]["text"]["class_names"] == "spaces"
 
 
 def test_a_run_folder_with_old_field_names_resumes(tiny_clip, split_file, tmp_path):
     out = tmp_path / "kg"
     first = run_clip(job_for("kgcoop", split_file, out), progress=False, clip=tiny_clip)
     cfg = read_json(out / "config.json")
-    cfg["settings"].update(json.loads(json.dumps(OLD_GROUPS)))
+    old = {k: v for k, v in cfg["settings"].items() if k != "clip"}  # no ClipSettings, no text group yet
+    old.update(json.loads(json.dumps(OLD_GROUPS)), template=cfg["settings"]["clip"]["text"]["template"])
+    cfg["settings"] = old
     cfg["identity"]["kgcoop"] = OLD_GROUPS["kgcoop"]
     cfg["finished"] = False
     (out / "config.json").write_text(json.dumps(cfg))
     (out / "predictions.jsonl").unlink()
     assert run_clip(job_for("kgcoop", split_file, out), progress=False, clip=tiny_clip) == first
-    assert read_json(out / "config.json")["settings"]["kgcoop"]["lambda_"] == 8.0  # rewritten with today's names
+    assert read_json(out / "config.json")["settings"]["clip"]["kgcoop"]["lambda_"] == 8.0  # rewritten as today's
     cfg["settings"]["kgcoop"]["kg_epochs"] = 3
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(GcplError, match=r"kgcoop.kg_epochs: 3 -> 2"):

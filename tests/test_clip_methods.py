@@ -18,7 +18,9 @@ from test_clip_fixtures import (  # noqa: F401
 )
 
 from gcpl.clip.config import (
+    GROUPS,
     ClipJob,
+    ClipSettings,
     CocoopConfig,
     CoopConfig,
     KgCoopConfig,
@@ -32,20 +34,22 @@ from gcpl.clip.model import frozen_state
 
 
 def job_for(method: str, data, out, **kw) -> ClipJob:
+    """A small job: few epochs; method groups (tip=TipConfig(...), ...) go into its ClipSettings."""
     small = dict(linear_probe=LinearProbeConfig(max_iter=50, search_steps=2), tip_f=TipFConfig(epochs=2),
                  coop=CoopConfig(epochs=2), kgcoop=KgCoopConfig(epochs=2),
                  cocoop=CocoopConfig(epochs=1), maple=MapleConfig(epochs=2),
                  promptsrc=PromptSrcConfig(epochs=3))
     small.update(kw)
+    groups = {k: small.pop(k) for k in list(small) if k in GROUPS}
     shots, seed = small.pop("shots", 2), small.pop("seed", 1)
-    return ClipJob(method=method, data=str(data), out=str(out), shots=shots, seed=seed, **small)
+    return ClipJob(method=method, data=str(data), out=str(out), shots=shots, seed=seed, clip=ClipSettings(**groups),
+                   **small)
 
 
 def support_of(clip, job: ClipJob):
     from gcpl.clip.base import Support
     from gcpl.clip.preprocess import ImageBank
-    from gcpl.clip.runner import read_samples
-    from gcpl.data.splits import few_shot
+    from gcpl.data.splits import few_shot, read_samples
 
     classes, pool = read_samples(job.data, "train")
     samples = few_shot(pool, job.shots, job.seed)

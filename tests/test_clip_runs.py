@@ -8,12 +8,13 @@ import json
 
 import pytest
 import torch
-from test_clip_fixtures import make_images, split_file, tiny_clip, tiny_clip_dir  # noqa: F401
+from test_clip_fixtures import make_images, make_split, split_file, tiny_clip, tiny_clip_dir  # noqa: F401
 from test_clip_methods import job_for
 
 from gcpl.checkpoint import latest, load, read_meta
 from gcpl.clip import clip_methods, run_clip
 from gcpl.clip.config import CoopConfig, ValidationConfig
+from gcpl.data.splits import Split
 from gcpl.errors import GcplError
 from gcpl.io import read_json, read_jsonl
 
@@ -51,8 +52,7 @@ def test_every_method_runs_on_a_tiny_clip_folder(tiny_clip_dir, split_file, tmp_
 
 
 def test_same_shots_and_test_subset_as_gcpl(tiny_clip, split_file, tmp_path):
-    from gcpl.clip.runner import read_samples, seeded_subset
-    from gcpl.data.splits import few_shot
+    from gcpl.data.splits import few_shot, read_samples, seeded_subset
 
     job = job_for("tip-adapter", split_file, tmp_path / "tip", limit=4, eval_seed=7)
     run_clip(job, progress=False, clip=tiny_clip)
@@ -133,22 +133,61 @@ def test_interrupted_evaluation_resumes(tiny_clip, split_file, tmp_path):
 
 
 def test_validation_on_the_split_val_list(tiny_clip, split_file, tmp_path):
-    val = ValidationConfig(source="split")
-    run_clip(job_for("linear-probe", split_file, tmp_path / "lp", validation=val), progress=False, clip=tiny_clip)
+    """The linear probe validates on min(shots, 4) images per class of the split's val list
+    (lpclip), Tip-Adapter on all of it (main.py); neither on a test or support image."""
+    run_clip(job_for("linear-probe", split_file, tmp_path / "lp"), progress=False, clip=tiny_clip)
     _, meta = load(tmp_path / "lp" / "learned.safetensors")
-    assert meta["validation"].startswith("split val list (6 images)") and len(meta["search"]) == 7 + 4
-    run_clip(job_for("tip-adapter", split_file, tmp_path / "tip", validation=val), progress=False, clip=tiny_clip)
+    assert meta["validation"] == "validation images (6)" and len(meta["search"]) == 7 + 4
+    cfg = read_json(tmp_path / "lp" / "config.json")
+    assert cfg["validation"] == {"on": "the split's val list, 2 per class", "images": 6}
+    val = {s["path"] for s in read_json(tmp_path / "lp" / "val.json")["val"]}
+    assert val == {s.path for s in Split.from_json(split_file).val}  # 2 per class: all of this small val list
+    run_clip(job_for("tip-adapter", split_file, tmp_path / "tip", shots=1), progress=False, clip=tiny_clip)
     _, meta = load(tmp_path / "tip" / "learned.safetensors")
-    assert meta["search"].startswith("split val list")
+    assert meta["search"].startswith("validation images")  # at 1 shot too
+    assert read_json(tmp_path / "tip" / "config.json")["validation"] == {"on": "the split's val list", "images": 6}
+    shots = ValidationConfig(source="shots")
+    run_clip(job_for("linear-probe", split_file, tmp_path / "cv", validation=shots), progress=False, clip=tiny_clip)
+    assert load(tmp_path / "cv" / "learned.safetensors")[1]["validation"] == "2-fold cross-validation on the shots"
+    assert not (tmp_path / "cv" / "val.json").exists()
+    coop = run_clip(job_for("coop", split_file, tmp_path / "coop"), progress=False, clip=tiny_clip)
+    assert coop["n_images"] == 9 and read_json(tmp_path / "coop" / "config.json")["validation"]["on"].startswith(
+        "none: the last epoch")
 
 
-def test_class_folder_data_and_errors(tiny_clip, tmp_path):
-    data = make_images(tmp_path / "folder", per_class=3)
+def test_a_split_without_val_list_holds_out_part_of_the_training_pool(tiny_clip, tmp_path):
+    from gcpl.clip.sets import drawn_val
+    from gcpl.data.splits import few_shot
+
+    data = make_split(tmp_path / "data", train=6, val=0, test=2)
+    out = tmp_path / "lp"
+    run_clip(job_for("linear-probe", data, out, shots=2), progress=False, clip=tiny_clip)
+    cfg = read_json(out / "config.json")
+    assert cfg["validation"]["on"].startswith("a val part of the training pool (0.2 of each class")
+    val = [s["path"] for s in read_json(out / "val.json")["val"]]
+    support = {s["path"] for s in read_json(out / "split.json")["train"]}
+    split = Split.from_json(data)
+    assert len(val) == 3 and not set(val) & support  # round(0.2 * 6) = 1 per class, none of the shots
+    assert not set(val) & {s.path for s in split.test} and set(val) <= {s.path for s in split.train}
+    # one val part for every seed: shots that miss it leave it as it is, a shot in it is replaced
+    part = drawn_val(split.train, [], 0.2)
+    apart = few_shot([s for s in split.train if s not in part], 2, 5)
+    assert drawn_val(split.train, apart, 0.2) == part
+    inside = drawn_val(split.train, part[:1], 0.2)
+    assert inside[1:] == part[1:] and inside[0] != part[0] and inside[0].label == part[0].label
+
+
+def test_class_folder_data_is_split_and_never_scores_a_support_image(tiny_clip, tmp_path):
+    data = make_images(tmp_path / "folder", per_class=4)
     m = run_clip(job_for("tip-adapter", data, tmp_path / "run"), progress=False, clip=tiny_clip)
-    assert m["n_images"] == 9  # a class folder's test list is all its images
-    with pytest.raises(GcplError, match="val list"):
-        run_clip(job_for("linear-probe", data, tmp_path / "lp", validation=ValidationConfig(source="split")),
-                 progress=False, clip=tiny_clip)
+    drawn = read_json(tmp_path / "run" / "data_split.json")
+    assert m["n_images"] == len(drawn["test"]) == 3  # round(0.3 * 4) = 1 per class held out, seeded
+    support = {s["path"] for s in read_json(tmp_path / "run" / "split.json")["train"]}
+    scored = {r["path"] for r in read_jsonl(tmp_path / "run" / "predictions.jsonl")}
+    assert support <= {s["path"] for s in drawn["train"]} and not support & scored
+    with pytest.raises(GcplError, match="support image.* are also test images") as e:
+        run_clip(job_for("tip-adapter", data, tmp_path / "same", test_data=str(data)), progress=False, clip=tiny_clip)
+    assert "\n" not in str(e.value)
     with pytest.raises(GcplError, match="--shots"):
         run_clip(job_for("coop", data, tmp_path / "coop", shots=5), progress=False, clip=tiny_clip)
     with pytest.raises(GcplError, match="not a CLIP method"):

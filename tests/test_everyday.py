@@ -165,7 +165,7 @@ def test_results_list_only_tested_classes_and_top5_only_when_it_means_something(
          "macro_f1": 0.5, "classes": ["a", "b", "c"], "per_class_accuracy": [1.0, 0.0, 0.0],
          "confusion_matrix": [[1, 0, 0], [0, 0, 1], [0, 0, 0]], "unet_calls_per_image": 10}
     md = results_markdown(m)
-    assert "| a | 1 | 100.0% |" in md and "| b | 1 | 0.0% |" in md and "| c |" not in md
+    assert "| a | 1 | 100.0% |" in md and "| b | 1 | 0.0% |" in md and "| c | 0 |" not in md
     assert "top-5" not in md and "1 learned class(es) have no test image" in md
 
 

@@ -67,7 +67,7 @@ def test_predict_writes_jsonl_csv_and_config(predicted, run, capsys):
         assert sum(probs) == pytest.approx(1.0) and probs == sorted(probs, reverse=True)  # k = 3 = all classes
         assert r["confidence"] == probs[0] and 1 / 3 <= r["confidence"] <= 1
     rows = list(csv.DictReader((predicted / "predictions.csv").open()))
-    assert list(rows[0]) == ["index", "path", "pred", "confidence", "top1", "top2", "top3", "skipped"]
+    assert list(rows[0]) == ["index", "path", "pred", "confidence", "calibrated", "top1", "top2", "top3", "skipped"]
     assert [r["path"] for r in rows] == paths
     for row, rec in zip(rows, recs):
         assert row["pred"] == rec.get("pred", "") and row["skipped"] == rec.get("skipped", "")
@@ -75,8 +75,10 @@ def test_predict_writes_jsonl_csv_and_config(predicted, run, capsys):
             assert float(row["confidence"]) == pytest.approx(rec["confidence"], abs=1e-6)
     cfg = json.loads((predicted / "config.json").read_text())
     assert cfg["run_tokens"] == TrainedRun.open(run).digest and cfg["classes"] == classes and cfg["versions"]["torch"]
-    t = cfg["temperature"]
-    assert t["value"] > 0 and t["images"] == 6 and "support" in t["fitted_on"] and t["nll"] <= t["nll_at_1"] + 1e-9
+    t = cfg["temperature"]  # no held-out images: uncalibrated relative scores, said everywhere
+    assert t["value"] is None and t["calibrated"] is False and "uncalibrated" in t["how"]
+    assert all(r["calibrated"] is False for r in recs if "pred" in r)
+    assert all(row["calibrated"] == ("no" if row["pred"] else "") for row in rows)
 
 
 def test_resume_after_torn_line_predicts_only_the_missing(predicted, tiny_model_dir, run, inputs, tmp_path,
@@ -129,7 +131,7 @@ def test_ctrl_c_finishes_the_chunk_then_stops(tiny_model_dir, run, inputs, tmp_p
     import gcpl.scoring
 
     @contextlib.contextmanager
-    def pressed():
+    def pressed(unit="work"):
         class Stop:
             requested = True
 
@@ -149,7 +151,7 @@ def test_zero_shot_predict(tiny_model_dir, inputs, tmp_path):
                     "a {} square.", "--top-k", "2") == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["classes"] == ["red", "green", "blue"] and cfg["template"] == "a {} square." and cfg["run_tokens"] is None
-    assert cfg["temperature"]["value"] is None and "zero-shot" in cfg["temperature"]["how"]
+    assert cfg["temperature"]["value"] is None and "uncalibrated" in cfg["temperature"]["how"]
     recs = [r for r in read_jsonl(out / "predictions.jsonl") if "pred" in r]
     assert len(recs) == 5 and all(len(r["topk"]) == 2 and r["confidence"] == r["topk"][0][2] for r in recs)
 

@@ -28,11 +28,15 @@ import torch
 
 from .errors import GcplError
 from .losses import denoising_error
-from .racing import Race
+from .racing import Race, RaceParams
 from .settings import setting
 
-#: racing draws its (t, noise) pairs from Li et al.'s pool: 500 timesteps, one noise each
+#: racing and ranked stages draw their (t, noise) pairs from Li et al.'s pool: 500 timesteps, one noise each
 POOL = 500
+#: ranked stages: the pool cut into this many strata of consecutive timesteps (25 timesteps of the
+#: model's 1,000 each); a stratum's first pair is its centre, its later pairs spread within it
+STRATA = 40
+SPACINGS = ("nested", "ranked", "li", "race")
 #: Li et al.'s Flowers schedule (their adaptive schedule for about 100 classes)
 LI_SCHEDULE = ((20, 50, 100, 500), (20, 10, 5, 1))
 
@@ -40,36 +44,46 @@ LI_SCHEDULE = ((20, 50, 100, 500), (20, 10, 5, 1))
 @dataclass
 class ClassifyConfig:
     n_samples: tuple[int, ...] | None = setting(
-        None, "classifier: fixed stages instead of racing: cumulative (t, noise) pairs per stage, e.g. "
-        "20,50,100,500 (with --keep)")
-    keep: tuple[int, ...] | None = setting(None, "classifier: fixed stages: classes kept after each stage, e.g. 20,10,5,1")
+        None, "classifier stages: cumulative (t, noise) pairs per stage, e.g. 20,50,100,500, with keep "
+        "(default: the schedule of the spacing for the class count)")
+    keep: tuple[int, ...] | None = setting(None, "classifier stages: classes kept after each stage, e.g. 20,10,5,1, "
+                                           "with n-samples")
     norm: str = setting("l2", "error norm: l2 (paper) or l1", choices=("l2", "l1"))
     batch: int = setting(64, "UNet samples per call", identity=False)
     seed: int = setting(0, "seeds the classifier's shared noise (and --limit's subset)")
     spacing: str = setting(
         "nested", "nested: fixed stages, each adding new timesteps (alone: gcpl's schedule for the class count); "
-        "li: Li et al.'s re-spaced stages (alone: their Flowers schedule 20,50,100,500 keep 20,10,5,1); race: "
-        "drop classes on paired evidence within --budget (experimental: measured less accurate, see "
-        "docs/PERFORMANCE.md)", choices=("nested", "li", "race"))
+        "ranked: fixed stages over timestep strata in the order the support set ranks them (alone: gcpl's ranked "
+        "schedule for the class count); li: Li et al.'s re-spaced stages (alone: their "
+        "Flowers schedule 20,50,100,500 keep 20,10,5,1); race: drop classes on paired evidence within --budget "
+        "(experimental: measured less accurate, see docs/PERFORMANCE.md)", choices=SPACINGS)
     budget: int | None = setting(
         None, "racing: most UNet calls per image (default: 3 per class + 200)")
     confidence: float = setting(0.99, "racing: confidence of the paired test that drops a class")
     evidence_shots: int = setting(
-        2, "racing: support images per class that learn which timesteps separate the classes (0: none)")
+        2, "ranked and racing: support images per class that learn which timesteps separate the classes "
+        "(0: none: strata evenly spread, equal weights)")
 
     @property
     def racing(self) -> bool:
         return self.spacing == "race" and self.n_samples is None and self.keep is None
 
+    @property
+    def uses_evidence(self) -> bool:
+        """Racing and ranked stages take their order (and weights) from the support set."""
+        return self.racing or self.spacing == "ranked"
+
     def schedule(self, n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(n_samples, keep) of the fixed stages; ((), ()) when racing."""
-        if self.spacing not in ("race", "nested", "li"):
-            raise GcplError(f"--spacing {self.spacing!r} is unknown; use race, nested or li")
+        if self.spacing not in SPACINGS:
+            raise GcplError(f"--spacing {self.spacing!r} is unknown; use {', '.join(SPACINGS)}")
         if self.racing:
             return (), ()
         if self.n_samples is None and self.keep is None:
             if self.spacing == "li":
                 return check_schedule(*LI_SCHEDULE, n_classes)
+            if self.spacing == "ranked":
+                return ranked_schedule(n_classes)
             return default_schedule(n_classes)
         if self.n_samples is None or self.keep is None:
             raise GcplError("give both --n-samples and --keep (one value per stage), or neither")
@@ -88,8 +102,11 @@ class ClassifyConfig:
             return {"method": "race", "budget": self.budget_for(n_classes), "confidence": self.confidence,
                     "evidence_shots": self.evidence_shots, "pool": POOL}
         n, k = self.schedule(n_classes)
-        return {"method": "stages", "spacing": "nested" if self.spacing == "race" else self.spacing,
-                "n_samples": list(n), "keep": list(k)}
+        out = {"method": "stages", "spacing": "nested" if self.spacing == "race" else self.spacing,
+               "n_samples": list(n), "keep": list(k)}
+        if self.spacing == "ranked":
+            out.update(pool=POOL, strata=STRATA)
+        return out
 
 
 def default_budget(n_classes: int) -> int:
@@ -120,6 +137,42 @@ def default_schedule(n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if C <= 20:
         return (4, 16, 64), (5, 2, 1)  # 10 classes: 40 + 60 + 96 = 196 calls
     return (2, 8, 32, 128), (max(8, C // 10), 4, 2, 1)  # 100 classes: 200 + 60 + 96 + 192 = 548
+
+
+def ranked_schedule(n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """gcpl's ranked stages for the class count: every class on the 3 best-ranked pairs, the best
+    tenth (at least 5) on 12, the best 3 on as many as the budget allows (fewer first-look pairs
+    when the budget is short); the budget is the calls of gcpl's nested default
+    (`default_schedule`: at 100 classes 548, a tenth of Li et al.'s), so ranked stages never cost
+    more. Chosen on development images by replay (docs/PERFORMANCE.md, "Ranked stages")."""
+    C = n_classes
+    budget = stage_calls(*default_schedule(C), C)
+    k1 = min(C, max(5, -(-C // 10)))
+    k2, n2 = min(k1, 3), 12
+    for n1 in (3, 2, 1):
+        n3 = n2 + (budget - C * n1 - k1 * (n2 - n1)) // k2
+        if n3 > n2:
+            return check_schedule((n1, n2, n3), (k1, k2, 1), C)
+    return (max(1, budget // C),), (1,)
+
+
+def stage_calls(n_samples, keep, n_classes: int) -> int:
+    """UNet calls per image of nested fixed stages (each stage adds only new pairs)."""
+    calls, alive, prev = 0, n_classes, 0
+    for n, k in zip(n_samples, keep):
+        calls += alive * (n - prev)
+        alive, prev = min(k, n_classes), n
+    return calls
+
+
+def strata_order(pool_size: int, n_strata: int, ranking: list[int]) -> list[int]:
+    """Pool indices: the first pair of each stratum in `ranking`'s order (the strata worth
+    visiting, best first), then the second pair of each, and so on. Stratum j holds the indices
+    [j s, (j + 1) s) with s = pool_size // n_strata; its first pair is its centre (the members of
+    `stage_subset(pool_size, n_strata)`), the others follow in van der Corput order within it."""
+    s = pool_size // n_strata
+    within = [s // 2] + [i for i in nested_order(s) if i != s // 2]
+    return [j * s + i for i in within for j in ranking]
 
 
 def timestep_pool(n: int, T: int) -> torch.Tensor:
@@ -164,22 +217,33 @@ class DiffusionClassifier:
         C = class_embeds.shape[0]
         self.n_samples, self.keep = cfg.schedule(C)
         self.budget = cfg.budget_for(C) if cfg.racing else None
-        pool = min(POOL, backbone.num_train_timesteps) if cfg.racing else self.n_samples[-1]
+        shared = cfg.racing or cfg.spacing == "ranked"  # Li et al.'s pool, strata over it
+        pool = min(POOL, backbone.num_train_timesteps) if shared else self.n_samples[-1]
         g = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU: the same noise on every device
         self.noise = torch.randn((pool, *latent_shape), generator=g).to(backbone.device)
         self.ts = timestep_pool(pool, backbone.num_train_timesteps).to(backbone.device)
         self.scale = torch.ones(C, dtype=torch.float64)  # per-class error scale (see calibrate)
         self._order = nested_order(len(self.ts)) if cfg.spacing != "li" else None
+        if cfg.spacing == "ranked":  # until use_evidence: strata evenly spread
+            self._order = strata_order(len(self.ts), STRATA, nested_order(STRATA))
+        self.weights = torch.ones(pool, dtype=torch.float64)  # of each pool pair in a class's mean error
         self.evidence = None
         self.race_order, self.race_weights = list(self._order or []), torch.ones(pool, dtype=torch.float64)
-        self.race_options: dict = {}  # gcpl.racing.Race keyword overrides (benchmarks)
+        self.race_params = RaceParams()
+        self.errors_fn = self.unet_errors  # (x0, triples) -> errors; benchmarks replay stored errors here
 
     def use_evidence(self, evidence) -> None:
-        """Race in the order, and with the weights, that `evidence` (gcpl.evidence.Evidence, learned
-        on the support set) gives the pool's timesteps; None: evenly spread, equal weights."""
+        """Take the pool's order and weights from `evidence` (gcpl.evidence.Evidence, learned on the
+        support set): ranked stages visit strata by decreasing support SNR, racing visits pairs in
+        that order; None: evenly spread, equal weights."""
         self.evidence = evidence
-        if evidence is None:
-            self.race_order, self.race_weights = list(self._order), torch.ones(len(self.ts), dtype=torch.float64)
+        n = len(self.ts)
+        if self.cfg.spacing == "ranked":
+            ranking = (evidence.strata_ranking(self.ts.cpu(), STRATA) if evidence is not None
+                       else [j for j in nested_order(STRATA)])
+            self._order = strata_order(n, STRATA, ranking)
+        elif evidence is None:
+            self.race_order, self.race_weights = list(self._order), torch.ones(n, dtype=torch.float64)
         else:
             self.race_order, self.race_weights = evidence.pool_plan(self.ts.cpu(), self._order)
 
@@ -220,8 +284,11 @@ class DiffusionClassifier:
             out.append(err.cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
-    @torch.no_grad()
     def _errors(self, x0: torch.Tensor, triples: list[tuple[int, int, int]]) -> torch.Tensor:
+        return self.errors_fn(x0, triples)
+
+    @torch.no_grad()
+    def unet_errors(self, x0: torch.Tensor, triples: list[tuple[int, int, int]]) -> torch.Tensor:
         """Errors for (image, class, pool index) triples, batched."""
         bb, out = self.bb, []
         trip = torch.tensor(triples, dtype=torch.long, device=bb.device)
@@ -240,7 +307,7 @@ class DiffusionClassifier:
     def _race(self, x0: torch.Tensor) -> list[ImageScore]:
         """Racing (gcpl.racing): all images' rounds share the UNet batches."""
         races = [Race(self.n_classes, self.race_order, self.race_weights, self.budget, self.cfg.confidence,
-                      **self.race_options) for _ in range(x0.shape[0])]
+                      self.race_params) for _ in range(x0.shape[0])]
         while True:
             triples, sizes = [], []
             for m, race in enumerate(races):
@@ -264,8 +331,8 @@ class DiffusionClassifier:
     def _stages(self, x0: torch.Tensor) -> list[ImageScore]:
         """Fixed stages (nested or Li et al.'s spacing)."""
         M, C = x0.shape[0], self.n_classes
-        sums = torch.zeros(M, C, dtype=torch.float64)
-        counts = torch.zeros(M, C, dtype=torch.long)
+        sums = torch.zeros(M, C, dtype=torch.float64)  # weighted error sums
+        counts = torch.zeros(M, C, dtype=torch.float64)  # their weights' sums
         alive = [list(range(C)) for _ in range(M)]
         reached = torch.zeros(M, C, dtype=torch.long)
         done: list[set[int]] = [set() for _ in range(M)]  # pool indices evaluated (same for all alive)
@@ -281,16 +348,17 @@ class DiffusionClassifier:
             if triples:
                 err = self._errors(x0, triples).double()
                 trip = torch.tensor(triples)
-                sums.index_put_((trip[:, 0], trip[:, 1]), err, accumulate=True)
-                counts.index_put_((trip[:, 0], trip[:, 1]), torch.ones(len(trip), dtype=torch.long), accumulate=True)
+                w = self.weights[trip[:, 2]]
+                sums.index_put_((trip[:, 0], trip[:, 1]), err * w, accumulate=True)
+                counts.index_put_((trip[:, 0], trip[:, 1]), w, accumulate=True)
             for m in range(M):
                 for c in alive[m]:
                     reached[m, c] = s + 1
-                mean = sums[m] / counts[m].clamp(min=1) / self.scale
+                mean = sums[m] / counts[m].clamp(min=1e-300) / self.scale
                 alive[m] = sorted(alive[m], key=lambda c: mean[c].item())[:keep]
         results = []
         for m in range(M):
-            mean = sums[m] / counts[m].clamp(min=1) / self.scale
+            mean = sums[m] / counts[m].clamp(min=1e-300) / self.scale
             evaluated = [c for c in range(C) if counts[m, c] > 0]
             ranking = sorted(evaluated, key=lambda c: (-reached[m, c].item(), mean[c].item()))
             results.append(ImageScore(

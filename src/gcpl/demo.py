@@ -1,9 +1,13 @@
-"""`gcpl demo`: the paper's experiment in miniature, offline, on the bundled model.
+"""`gcpl demo`: the paper's experiment in miniature, offline, on the bundled models.
 
-Generates the fine-grained fractal benchmark (categories the model never saw), then compares on
-the same shots and test images: (i) the zero-shot diffusion classifier with the categories'
-names, (ii) GCPL, (iii) CoMPLe, (iv) pixel 1-nearest-neighbour with flipped shots, (v) nearest
-class mean of the VAE latents. Writes results.json, report.md, confusion.png, samples.png.
+Generates the fine-grained fractal benchmark (categories the models never saw), then compares on
+the same shots and test images: the zero-shot diffusion classifier with the categories' names,
+GCPL, CoMPLe, the CLIP competitors that fit its time on the bundled tiny CLIP (zero-shot CLIP,
+linear probe, Tip-Adapter, Tip-Adapter-F, CoOp, KgCoOp; `--methods all` adds CoCoOp, MaPLe and
+PromptSRC), pixel 1-nearest-neighbour with flipped shots and the nearest class mean of the VAE
+latents. The diffusion methods' confidences are calibrated on further rendered images of the same
+classes (never a train or test image) and their calibration on the test images is reported (ECE,
+reliability.png). Writes results.json, report.md, confusion.png, reliability.png, samples.png.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from .classify import ClassifyConfig
 from .data.fractals import VERSION as FRACTALS_VERSION
 from .data.fractals import benchmark_split, generate_benchmark
 from .data.images import load_batch
-from .data.splits import Split
+from .data.splits import Sample, Split
 from .errors import GcplError
 from .generation import samples_png
 from .io import atomic_write_text, read_json, write_json
 from .latents import encode
+from .lock import locked
 from .methods import METHODS, MethodRun, RunSettings, method_names, run_method
 from .metrics import compute_metrics
 from .runs import versions
@@ -62,6 +67,9 @@ class DemoConfig:
     calibrate: int = setting(0, "support images per class to calibrate the learned tokens' scores (0: off)")
     workers: int = setting(2, "processes running the methods side by side (1: all in this process)",
                            identity=False)
+    calibration_per_class: int = setting(
+        4, "more rendered images per class (never train or test images) that calibrate the diffusion methods' "
+        "confidences (0: none)", metavar="K")
     # The demo's own preset (not options): the bundled model needs a 10x larger lr than SD-1.4.
     gcpl: TrainConfig = setting(default_factory=lambda: TrainConfig(
         method="gcpl", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=4), cli=False,
@@ -97,6 +105,28 @@ def make_benchmark(cfg: DemoConfig) -> tuple[Path, Split]:
     return benchmark_split(data, cfg.test_per_class, Path(cfg.out) / "split.json")
 
 
+def make_calibration_set(cfg: DemoConfig, split: Split) -> Path | None:
+    """Further rendered instances of the benchmark's classes (instances per_class .. per_class + K - 1
+    of each class's seeded stream, never a train or test image): the labelled held-out images the
+    diffusion methods' confidences are calibrated on. A split JSON with them as its val list."""
+    if cfg.calibration_per_class <= 0:
+        return None
+    per_class = cfg.shots + cfg.test_per_class
+    data, path = Path(cfg.out) / "calibration", Path(cfg.out) / "calibration.json"
+    if not (data / "fractals.json").exists():
+        generate_benchmark(data, n_classes=cfg.classes, per_class=per_class + cfg.calibration_per_class,
+                           seed=cfg.seed)
+    calib = Split(classes=split.classes)
+    for label, name in enumerate(split.classes):
+        if (data / name / "0000.png").read_bytes() != Path(split.train[0].path).parent.parent.joinpath(
+                name, "0000.png").read_bytes():
+            raise GcplError(f"{data} does not render the benchmark's own classes; remove it or choose another --out")
+        calib.val += [Sample(str(data / name / f"{i:04d}.png"), label, name)
+                      for i in range(per_class, per_class + cfg.calibration_per_class)]
+    calib.to_json(path, relative_to=path.parent)
+    return path
+
+
 def check_config(cfg: DemoConfig) -> None:
     """One-line errors for settings that make no experiment."""
     for name, value, lo in (("--classes", cfg.classes, 2), ("--shots", cfg.shots, 1),
@@ -105,13 +135,17 @@ def check_config(cfg: DemoConfig) -> None:
             raise GcplError(f"{name} must be at least {lo}, got {value}")
 
 
+@locked("demo")
 def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
+    """The demo into cfg.out (see the module docstring); returns the summary (results.json). The
+    folder is locked while it runs (gcpl.lock); its nested runs lock their own folders."""
     check_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     split_file, split = make_benchmark(cfg)
+    calib_file = make_calibration_set(cfg, split)
     timings["benchmark"] = time.perf_counter() - t0
     log(f"benchmark: {len(split.classes)} fractal categories, {cfg.shots} shots and {cfg.test_per_class} test "
         f"images each -> {out / 'data'}")
@@ -137,12 +171,12 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_method, cfg, m, str(split_file), None, False) for m in methods]
+            futures = [pool.submit(_run_method, cfg, m, str(split_file), None, False, calib_file) for m in methods]
             for f in as_completed(futures):
                 finished(*f.result())
     else:
         for m in methods:
-            finished(*_run_method(cfg, m, str(split_file), bb, progress))
+            finished(*_run_method(cfg, m, str(split_file), bb, progress, calib_file))
     results = {m: results[m] for m in cfg.methods}
 
     t = time.perf_counter()
@@ -159,14 +193,17 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
     summary = {"chance": 1 / len(split.classes), "methods": results, "seconds": timings,
                "classes": split.classes, "settings": asdict(cfg)}
     write_json(out / "results.json", summary)
-    atomic_write_text(out / "report.md", report_markdown(summary))
-    _confusions(out, cfg.methods, split.classes)
+    confusion = _confusions(out, cfg.methods, split.classes)
+    reliability = _reliability(out, results)
+    atomic_write_text(out / "report.md", report_markdown(summary, confusion, reliability))
     log(table(summary))
-    log(f"wrote {out / 'report.md'}, results.json, confusion.png" + (", samples.png" if cfg.samples else ""))
+    log(f"wrote {out / 'report.md'}, results.json" + (", confusion.png" if confusion else "")
+        + (", samples.png" if "samples" in timings else ""))
     return summary
 
 
-def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress: bool = False):
+def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress: bool = False,
+                calibration: Path | None = None):
     """Train (if the method learns) and evaluate one method; returns (method, metrics, seconds)."""
     t = time.perf_counter()
     if bb is None:  # a worker process: one thread, its own copy of the model
@@ -174,17 +211,21 @@ def _run_method(cfg: DemoConfig, method: str, split_file: str, bb=None, progress
         if METHODS[method].family == "diffusion":
             bb = load_backbone(cfg.model, cfg.device)
     settings = RunSettings(model=cfg.model, clip_model=cfg.clip_model, device=cfg.device,
-                           calibrate=0 if method == "zeroshot" else cfg.calibrate)
+                           calibrate=0 if method == "zeroshot" else cfg.calibrate,
+                           calibration_data=str(calibration) if calibration else None)
     run = MethodRun(method=method, folder=Path(cfg.out) / method, data=split_file, shots=cfg.shots, seed=cfg.seed,
                     template=TEMPLATE, init_word=INIT_WORD, settings=settings,
                     train=getattr(cfg, method) if method in ("gcpl", "comple") else TrainConfig(),
-                    classify=cfg.classify)
+                    classify=cfg.classify, dataset="fractals")
     m = run_method(run, progress=progress, backbone=bb)
     return method, m, time.perf_counter() - t
 
 
 def _row(m: dict) -> dict:
-    return {k: m[k] for k in ("top1", "top5", "mean_per_class_accuracy", "macro_f1", "unet_calls_per_image")}
+    row = {k: m[k] for k in ("top1", "top5", "mean_per_class_accuracy", "macro_f1", "unet_calls_per_image")}
+    if m.get("calibration"):
+        row["calibration"] = m["calibration"]
+    return row
 
 
 def simple_baselines(bb, split: Split) -> dict:
@@ -220,11 +261,14 @@ NAMES = {
 
 
 def table(summary: dict) -> str:
-    rows = ["| method | top-1 | mean per-class | macro-F1 | UNet calls / image |", "|---|---|---|---|---|"]
+    rows = ["| method | top-1 | mean per-class | macro-F1 | UNet calls / image | mean confidence | ECE |",
+            "|---|---|---|---|---|---|---|"]
     for k, m in summary["methods"].items():
+        c = m.get("calibration")
+        conf = f"{100 * c['mean_confidence']:.1f}% | {c['ece']:.3f}" if c else " | "
         rows.append(f"| {NAMES.get(k, k)} | {100 * m['top1']:.1f}% | {100 * m['mean_per_class_accuracy']:.1f}% | "
-                    f"{100 * m['macro_f1']:.1f}% | {m['unet_calls_per_image']:.0f} |")
-    rows.append(f"| chance | {100 * summary['chance']:.1f}% | | | |")
+                    f"{100 * m['macro_f1']:.1f}% | {m['unet_calls_per_image']:.0f} | {conf} |")
+    rows.append(f"| chance | {100 * summary['chance']:.1f}% | | | | | |")
     return "\n".join(rows)
 
 
@@ -236,7 +280,10 @@ _CONTROLLED = (
     "Neither model saw these categories or their names.\n\n")
 
 
-def report_markdown(summary: dict) -> str:
+def report_markdown(summary: dict, confusion: bool = True, reliability: bool = False) -> str:
+    """report.md; it shows confusion.png when it was drawn (`confusion`), reliability.png when the
+    diffusion methods' confidences were calibrated and drawn, and samples.png when it was made
+    (summary["seconds"] has "samples": not with --no-samples or without GCPL)."""
     s = summary["settings"]
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
     return (
@@ -245,19 +292,49 @@ def report_markdown(summary: dict) -> str:
         f"({', '.join(summary['classes'])}), {s['shots']} training shots and {s['test_per_class']} test images "
         f"each, seed {s['seed']}. Template: `{TEMPLATE}`.\n\n" + table(summary) + "\n\n"
         + (_CONTROLLED if any(METHODS[m].family == "clip" for m in s["methods"]) else "")
-        + f"Wall time: {secs}.\n\n"
-        "![confusion matrices](confusion.png)\n\n![generated from the learned tokens](samples.png)\n"
+        + (_CALIBRATED.format(k=s.get("calibration_per_class")) if any(
+            "calibration" in m for m in summary["methods"].values()) else "")
+        + f"Wall time: {secs}.\n"
+        + ("\n![confusion matrices](confusion.png)\n" if confusion else "")
+        + ("\n![reliability of the confidences](reliability.png)\n" if reliability else "")
+        + ("\n![generated from the learned tokens](samples.png)\n" if "samples" in summary["seconds"] else "")
     )
 
 
-def _confusions(out: Path, methods, classes) -> None:
+_CALIBRATED = (
+    "Confidence: the probability of the predicted class, a softmax over the classes' negative mean "
+    "denoising errors whose temperature was fitted on {k} further rendered images per class (never a "
+    "train or test image); ECE: expected calibration error on the test images (10 equal-width bins; 0 "
+    "is perfect).\n\n")
+
+
+def _reliability(out: Path, results: dict) -> bool:
+    """reliability.png of the calibrated methods; False when there is none or no matplotlib."""
+    bins = {NAMES.get(k, k): m["calibration"]["bins"] for k, m in results.items() if m.get("calibration")}
+    if not bins:
+        return False
     try:
-        from .reports.plots import confusion_grid
-    except ImportError:
-        return
+        from .reports.plots import reliability_png
+
+        reliability_png(bins, out / "reliability.png", "Reliability on the test images")
+    except ImportError:  # matplotlib is the optional [plots] extra
+        return False
+    return True
+
+
+def _confusions(out: Path, methods, classes) -> bool:
+    """confusion.png of every method that has one; False when it is not drawn (no matplotlib)."""
+    from .reports.plots import confusion_grid
+
     mats = {}
     for m in methods:
         f = out / m / "eval" / "results.json"
         if f.exists():
             mats[NAMES[m]] = read_json(f)["confusion_matrix"]
-    confusion_grid(mats, classes, out / "confusion.png")
+    if not mats:
+        return False
+    try:
+        confusion_grid(mats, classes, out / "confusion.png")
+    except ImportError:  # matplotlib is the optional [plots] extra
+        return False
+    return True

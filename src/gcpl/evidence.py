@@ -71,6 +71,28 @@ class Evidence:
         w = mu.clamp(min=0) / sd**2
         return order, w / w.max()
 
+    def strata_ranking(self, ts: torch.Tensor, n_strata: int) -> list[int]:
+        """Strata of a pool of timesteps ts (gcpl.classify.strata_order) worth visiting, best first:
+        by decreasing mu/sd at each stratum's centre, those with a positive mean margin only (all of
+        them, in their own order, when none has one)."""
+        s = len(ts) // n_strata
+        centres = ts[torch.arange(n_strata) * s + s // 2]
+        mu = self._interp(self.margin_mean, centres)
+        sd = self._interp(self.margin_std, centres).clamp(min=1e-12)
+        if not bool((mu > 0).any()):
+            return list(range(n_strata))
+        return sorted((j for j in range(n_strata) if mu[j] > 0), key=lambda j: (-float(mu[j] / sd[j]), j))
+
+    def pool_weights(self, ts: torch.Tensor) -> torch.Tensor:
+        """(pool,) weight of each pair in a class's mean error: mu/sd^2 at its timestep (the matched
+        filter), scaled to a maximum of 1; equal weights when no timestep has a positive margin."""
+        mu = self._interp(self.margin_mean, ts)
+        sd = self._interp(self.margin_std, ts).clamp(min=1e-12)
+        if not bool((mu > 0).any()):
+            return torch.ones(len(ts), dtype=torch.float64)
+        w = mu.clamp(min=0) / sd**2
+        return w / w.max()
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -13,6 +13,9 @@ seed of a run draws its few-shot support set and its training randomness, and (u
 `eval_seed` is set) the classifier's fixed noise and the `limit` subset of test images, so every
 method of one seed is scored on the same images with the same noise. Zero-shot does not depend on
 shots: it runs once per seed under `shots0/` and the summary repeats it for every shots value.
+The CLIP competitors run with their official settings for `dataset` (gcpl.clip.official), each
+overridable by its option (--tip-alpha, --coop-epochs, ...: `clip`, gcpl.clip.config.ClipSettings);
+each run's eval/config.json records the values and their sources, summary.md lists them.
 
 Resume: a run whose eval/results.json exists and counts every test image is skipped; a
 half-finished one continues (training from its checkpoint, evaluation from predictions.jsonl).
@@ -33,10 +36,12 @@ from pathlib import Path
 
 from .backbone import load_backbone
 from .classify import ClassifyConfig
+from .clip.config import ClipSettings
 from .data.loaders import get_dataset, prepare_dataset
 from .data.splits import Split
 from .errors import GcplError
 from .io import read_json, write_json
+from .lock import LOCK_FILE, output_lock
 from .methods import METHODS, MethodRun, RunSettings, method_names, order, run_method, uses_shots
 from .reports.experiment import summarize_experiment
 from .runs import versions
@@ -81,7 +86,8 @@ _LEGACY_KEYS = {"steps_gcpl": "gcpl.steps", "steps_comple": "comple.steps", "lr_
 class ExperimentConfig:
     out: str = setting(help="experiment folder (rerun with the same one to resume or add runs)", identity=False)
     dataset: str | None = setting(None, "dataset (cars, flowers102, cornseeds, crc5k, isic2018, lc25000, fractals, "
-                                  "folder): the default template and init word, and the loader for --root")
+                                  "folder): the default template and init word, the loader for --root, and the "
+                                  "CLIP methods' official settings")
     root: str | None = setting(None, "dataset folder as distributed (needs --dataset); its split JSON is written "
                                "into --out", identity=False)
     data: str | None = setting(None, "or: a split JSON with train and test lists", identity=False)
@@ -105,6 +111,8 @@ class ExperimentConfig:
         default_factory=lambda: ClassifyConfig(spacing="li"), prefix="classify", hide=("seed",),
         defaults={"spacing": "li"}, help="the diffusion classifier of every diffusion method (default: Li et al.'s "
         "adaptive schedule, the paper's classifier)")
+    clip: ClipSettings = setting(default_factory=ClipSettings, help="the CLIP methods' settings (unset: the "
+                                 "official values for --dataset, gcpl.clip.official)")
     eval_seed: int | None = setting(None, "classifier noise seed for every run (default: the run's seed)")
     split_seed: int = setting(0, "seed of the train/test split drawn from --root (datasets without an official one)")
     test_fraction: float | None = setting(None, "held-out fraction (default: the dataset's)")
@@ -130,6 +138,8 @@ class ExperimentConfig:
             raise GcplError("give the data either as --root (a dataset folder, with --dataset) or --data (a split JSON)")
         if self.root is not None and self.dataset is None:
             raise GcplError("--root needs --dataset (e.g. --dataset cars, or --dataset folder for a class-per-folder tree)")
+        if self.clip.text.template is not None:
+            check_template(self.clip.text.template)
 
     def dataset_info(self):
         return get_dataset(self.dataset) if self.dataset is not None else None
@@ -254,6 +264,12 @@ def _record_experiment(cfg: ExperimentConfig, split: Path) -> dict:
     if path.exists():
         old = read_json(path)
         prev = _current_keys(old.get("settings", {}))
+        if "clip" not in prev:  # written before the CLIP methods' settings were experiment settings
+            ran = [m for m in old.get("grid", {}).get("methods", []) if m in METHODS]
+            if any(METHODS[m].family == "clip" for m in ran):
+                raise GcplError(f"{out} holds CLIP runs made without the official per-dataset settings of an earlier "
+                                "release; choose another --out for this experiment")
+            prev = {**prev, "clip": settings["clip"]}
         diff = differences(prev, settings)
         if diff:
             raise GcplError(f"{out} holds an experiment with other settings ({'; '.join(diff)}); rerun with the "
@@ -308,6 +324,7 @@ def method_run(cfg: ExperimentConfig, run: Run, split: Path) -> MethodRun:
         template=template, init_word=init_word, settings=cfg.run,
         train=dataclasses.replace(train, preset=cfg.preset),
         classify=dataclasses.replace(cfg.classify, seed=run.seed if cfg.eval_seed is None else cfg.eval_seed),
+        dataset=cfg.dataset_info().name if cfg.dataset else None, clip=cfg.clip,
     )
 
 
@@ -318,7 +335,15 @@ def _say(progress: bool, msg: str) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True, backbone=None) -> Path:
-    """Run this shard's part of the grid (skipping finished runs) and rebuild the summary."""
+    """Run this shard's part of the grid (skipping finished runs) and rebuild the summary. The
+    folder is locked while it runs (gcpl.lock); the shards of one experiment run side by side into
+    the same folder, so each holds a lock of its own."""
+    i, n = cfg.shard
+    with output_lock(cfg.out, "experiment", LOCK_FILE if n == 1 else f"{LOCK_FILE}.shard-{i}-of-{n}"):
+        return _run_shard(cfg, progress, backbone)
+
+
+def _run_shard(cfg: ExperimentConfig, progress: bool, backbone) -> Path:
     template, _ = cfg.resolved_template()
     check_template(template)
     out = Path(cfg.out)

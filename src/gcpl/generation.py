@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .runs import TrainedRun
 
@@ -43,20 +44,24 @@ def _pipeline(bb, scheduler: str = "ddim"):
 
 @torch.no_grad()
 def generate(bb, prompt_embeds: torch.Tensor, n: int, size: int, seed: int = 0, steps: int = 25,
-             guidance: float = 7.5, scheduler: str = "ddim", batch: int = 8) -> np.ndarray:
+             guidance: float = 7.5, scheduler: str = "ddim", batch: int = 8, progress: bool = False) -> np.ndarray:
     """(C, L, D) prompt embeddings -> (C, n, size, size, 3) uint8 images; image k of each prompt
-    starts from the noise of a generator seeded with seed + k (negative prompt: "")."""
+    starts from the noise of a generator seeded with seed + k (negative prompt: ""). `progress`:
+    a progress bar on stderr, advanced after each batch of images."""
     pipe = _pipeline(bb, scheduler)
     jobs = [(c, k) for c in range(len(prompt_embeds)) for k in range(n)]
     out = np.zeros((len(prompt_embeds), n, size, size, 3), np.uint8)
-    for i in range(0, len(jobs), batch):
-        part = jobs[i : i + batch]
-        embeds = prompt_embeds[torch.tensor([c for c, _ in part], device=prompt_embeds.device)].to(bb.device, bb.dtype)
-        gens = [torch.Generator().manual_seed(seed + k) for _, k in part]
-        images = pipe(prompt_embeds=embeds, height=size, width=size, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=gens, output_type="np").images  # (B, H, W, 3) in [0, 1]
-        for (c, k), img in zip(part, images):
-            out[c, k] = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    with tqdm(total=len(jobs), desc="sample", unit="img", disable=not progress) as bar:
+        for i in range(0, len(jobs), batch):
+            part = jobs[i : i + batch]
+            rows = torch.tensor([c for c, _ in part], device=prompt_embeds.device)
+            embeds = prompt_embeds[rows].to(bb.device, bb.dtype)
+            gens = [torch.Generator().manual_seed(seed + k) for _, k in part]
+            images = pipe(prompt_embeds=embeds, height=size, width=size, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=gens, output_type="np").images  # (B, H, W, 3) in [0, 1]
+            for (c, k), img in zip(part, images):
+                out[c, k] = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+            bar.update(len(part))
     return out
 
 

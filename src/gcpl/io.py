@@ -1,4 +1,5 @@
-"""Atomic file writes and small JSON helpers: a crash never leaves a half-written file."""
+"""Atomic file writes and small JSON helpers: a crash never leaves a half-written file. Files get
+the permissions of the user's umask (0644 under the usual 022), like any file a program creates."""
 
 from __future__ import annotations
 
@@ -9,7 +10,25 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, which leaves it untouched; else set
+    and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: readers see the
+    old file or the new one, never a part. The file gets 0666 minus the umask (mkstemp's 0600 is
+    widened or narrowed to what open() would have given)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -17,6 +36,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if hasattr(os, "fchmod"):  # POSIX (Windows has no umask to honour)
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

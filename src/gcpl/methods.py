@@ -18,6 +18,7 @@ from pathlib import Path
 from .backbone import BUNDLED_NAMES, device_setting, dtype_setting, model_setting, resolution_setting
 from .classify import ClassifyConfig
 from .clip import ClipJob, run_clip
+from .clip.config import ClipSettings
 from .errors import GcplError
 from .method_registry import FAMILIES, METHODS, MethodInfo, register_method
 from .settings import setting
@@ -46,6 +47,9 @@ class RunSettings:
     calibrate: int = setting(0, "remove each learned token's generic error level, measured on N support images "
                              "per class (0: off)", metavar="N")
     images_per_batch: int = setting(8, "images scored together", identity=False)
+    calibration_data: str | None = setting(None, "labelled held-out images (class folders or a split JSON's val, "
+                                           "else test, list) to calibrate the diffusion methods' confidences on "
+                                           "(ECE in results)", metavar="DATA")
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -68,6 +72,8 @@ class MethodRun:
     settings: RunSettings = field(default_factory=RunSettings)
     train: TrainConfig = field(default_factory=TrainConfig)  # diffusion tokens; method and seed are set here
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # its seed is the evaluation seed
+    dataset: str | None = None  # the registry name: the CLIP methods' official per-dataset settings
+    clip: ClipSettings = field(default_factory=ClipSettings)  # the CLIP methods' settings (None: official)
 
 
 @register_method("zeroshot", short="Zero-shot", label="zero-shot diffusion classifier (class names)",
@@ -105,7 +111,7 @@ class LearnedTokens:
         job = EvalJob(data=run.data, out=str(run.folder / "eval"), run=str(folder), model=s.model,
                       device=s.device, dtype=s.dtype, resolution=s.resolution, part="test", limit=s.limit,
                       images_per_batch=s.images_per_batch, strict=s.strict, calibrate=s.calibrate,
-                      classify=run.classify)
+                      calibration_data=s.calibration_data, classify=run.classify)
         return evaluate(job, progress=progress, backbone=backbone)
 
 
@@ -122,13 +128,15 @@ class Comple(LearnedTokens):
 
 
 def _run_clip(run: MethodRun, progress: bool, backbone) -> dict:
-    """A CLIP competitor (gcpl.clip) on the same split, shots, seed and test subset; its run folder
-    (what it learned and its predictions) is run.folder/eval, like every method's results."""
+    """A CLIP competitor (gcpl.clip) on the same split, shots, seed and test subset, with the
+    official settings of run.dataset for what run.clip leaves unset (the run's template is the
+    dataset's own prompt, used where the official code has none); its run folder (what it learned
+    and its predictions) is run.folder/eval, like every method's results."""
     s = run.settings
     clip_model = s.clip_model or ("tiny" if s.model in BUNDLED_NAMES else None)
     job = ClipJob(method=run.method, data=run.data, out=str(run.folder / "eval"), shots=max(run.shots, 1),
-                  seed=run.seed, template=run.template, device=s.device, limit=s.limit,
-                  eval_seed=run.classify.seed, allow_fewer=s.allow_fewer, strict=s.strict,
+                  seed=run.seed, dataset=run.dataset, template=run.template, device=s.device, limit=s.limit,
+                  eval_seed=run.classify.seed, allow_fewer=s.allow_fewer, strict=s.strict, clip=run.clip,
                   **({"model": clip_model} if clip_model else {}))
     return run_clip(job, progress=progress)
 

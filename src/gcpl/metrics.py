@@ -29,3 +29,26 @@ def compute_metrics(labels: list[int], preds: list[int], rankings: list[list[int
         "per_class_accuracy": per_class_acc.tolist(),
         "confusion_matrix": cm.tolist(),
     }
+
+
+def calibration_bins(confidences, correct, n_bins: int = 10) -> list[dict]:
+    """Equal-width bins of the confidence on [0, 1] (the last bin closed): per non-empty bin its
+    range, image count, mean confidence and accuracy (a reliability diagram's points)."""
+    conf = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    which = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        sel = which == b
+        if sel.any():
+            out.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": int(sel.sum()),
+                        "confidence": float(conf[sel].mean()), "accuracy": float(hit[sel].mean())})
+    return out
+
+
+def expected_calibration_error(confidences, correct, n_bins: int = 10) -> float:
+    """ECE (Guo et al. 2017): the image-weighted mean over equal-width confidence bins of
+    |accuracy - mean confidence|; 0 for perfectly calibrated confidences."""
+    bins = calibration_bins(confidences, correct, n_bins)
+    n = sum(b["n"] for b in bins)
+    return float(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / n) if n else 0.0

@@ -75,6 +75,17 @@ def t_quantile(p: float, df: int) -> float:
     return hi
 
 
+@dataclass(frozen=True)
+class RaceParams:
+    """The race's internals (benchmarks vary them; users set only the budget and the confidence)."""
+
+    first: int = 2  # pairs every class gets before the first test (>= 2)
+    prior_df: int = PRIOR_DF
+    round_calls: int = ROUND_CALLS
+    growth: float = GROWTH
+    spend: bool = SPEND
+
+
 @dataclass
 class RaceResult:
     pred: int
@@ -89,20 +100,20 @@ class Race:
     """One image's race over `n_classes` classes.
 
     order: pool indices in the order they are evaluated; weights: (pool,) weight of each pool
-    index; budget: most UNet calls; confidence: of the test that drops a class; first: pairs
-    every class gets before the first test (>= 2). Drive it with `request()` -> list of
-    (class, pool index) to evaluate, and `feed(errors)` with their errors in that order."""
+    index; budget: most UNet calls; confidence: of the test that drops a class; params: the
+    race's internals (RaceParams). Drive it with `request()` -> list of (class, pool index) to
+    evaluate, and `feed(errors)` with their errors in that order."""
 
     def __init__(self, n_classes: int, order: Sequence[int], weights: torch.Tensor, budget: int,
-                 confidence: float, first: int = 2, *, prior_df: int = PRIOR_DF, round_calls: int = ROUND_CALLS,
-                 growth: float = GROWTH, spend: bool = SPEND):
+                 confidence: float, params: RaceParams = RaceParams()):
         if budget < n_classes:
             raise GcplError(f"a budget of {budget} UNet calls per image is less than one per class ({n_classes})")
         t_quantile(confidence, 1)  # validates the confidence
         self.C, self.order, self.budget, self.confidence = n_classes, list(order), budget, confidence
         self.w = torch.as_tensor(weights, dtype=torch.float64)[self.order]  # weight of the j-th pair
-        self.first = max(2, first)
-        self.prior_df, self.round_calls, self.growth, self.spend = prior_df, round_calls, growth, spend
+        self.first = max(2, params.first)
+        self.prior_df, self.round_calls, self.growth, self.spend = (params.prior_df, params.round_calls,
+                                                                    params.growth, params.spend)
         self.looks = 0
         self.err = torch.zeros(n_classes, len(self.order), dtype=torch.float64)
         self.alive = list(range(n_classes))

@@ -40,7 +40,7 @@ def score_into(jsonl: Path, items: Sequence[Item], read: Reader, score: Scorer, 
     bar = tqdm(total=total, initial=done, desc=desc, unit="img", disable=not progress, file=log_stream)
     handled = 0
     try:
-        with deferred_interrupt() as stop:
+        with deferred_interrupt("images") as stop:
             for j in range(0, len(items), chunk):
                 part = list(items[j : j + chunk])
                 pixels, kept, skipped = read([it.path for it in part])

@@ -284,7 +284,7 @@ def run_training(trainer: Trainer, out: Path | None = None, resume: bool = False
         kept = [r for r in read_jsonl(log_file) if r["step"] <= st.step]
         write_jsonl(log_file, kept)
     bar = tqdm(total=cfg.steps, initial=st.step, desc=f"train {cfg.method}", disable=not progress, unit="step")
-    with deferred_interrupt() as stop:
+    with deferred_interrupt("training step") as stop:
         while st.step < cfg.steps:
             loss = trainer.step(st)
             bar.update(1)

@@ -2,13 +2,16 @@
 images by which class prompt denoises them best; `gcpl demo` shows it offline on a bundled model.
 
 Every command's options are derived from its settings dataclass (gcpl.settings); `main(argv)`
-takes a list, so tests call it in-process. Errors a user can fix are one line, never a traceback.
+takes a list, so tests call it in-process. Errors a user can fix are one line, never a traceback;
+a mistyped option or command is answered under the command's usage with "did you mean ...?".
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ class Command:
     settings: type  # the settings dataclass its options come from
     run: Callable  # (settings object, names of the options given) -> None
     example: str = ""
-    deprecated: dict = field(default_factory=dict)  # old option -> its replacement(s), accepted for one release
+    deprecated: dict = field(default_factory=dict)  # old option -> its replacement(s), or why it was removed
 
 
 COMMANDS = [
@@ -37,10 +40,13 @@ COMMANDS = [
             commands.EvalJob, commands.evaluate, "gcpl eval data/cars-test --run-dir runs/cars --out runs/cars/eval"),
     Command("predict", "classify unlabelled images (files or folders) with a trained run or zero-shot, with "
             "a confidence per image", commands.PredictJob, commands.predict,
-            "gcpl predict photos/ --run-dir runs/cars --out runs/cars/predict"),
+            "gcpl predict photos/ --run-dir runs/cars --out runs/cars/predict",
+            deprecated={"--fit-shots": "the confidence is fitted on held-out images, never the support set: "
+                                       "--calibration-data or gcpl train --holdout K"}),
     Command("sample", "generate images from a run's learned class tokens, and a labelled grid", commands.SampleJob,
             commands.sample, "gcpl sample --run-dir runs/cars --class 'Acura RL 2012' -n 8 --out runs/cars/samples"),
-    Command("demo", "offline demo on the bundled model: zero-shot vs GCPL vs CoMPLe vs simple baselines",
+    Command("demo", "offline demo on the bundled models: zero-shot diffusion, GCPL, CoMPLe, the CLIP "
+            "competitors and simple baselines on a fractal benchmark",
             commands.DemoConfig, commands.demo, "gcpl demo --out runs/demo"),
     Command("experiment", "the paper's protocol: methods x shots x seeds on one dataset, then its tables",
             commands.ExperimentConfig, commands.experiment,
@@ -60,19 +66,55 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
+def suggestion(word: str, known) -> str | None:
+    """The known name closest to a mistyped one (None: nothing close)."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean ...?" for unknown options and commands (Python 3.14's
+    suggest_on_error, on every version), unknown options reported under the command's own usage."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(self, "commands", {}).get(getattr(ns, "command", None), self)
+            command.error("unrecognized arguments: " + " ".join(extras))
+        return ns
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            words = message.split(":", 1)[1].split()
+            guesses = [g for w in words if w.startswith("--") for g in [suggestion(w.split("=")[0], options)] if g]
+            if guesses:
+                message += f"; did you mean {' or '.join(dict.fromkeys(guesses))}?"
+        elif m := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+            guess = suggestion(m.group(1), choices)
+            if guess and "you mean" not in message:  # Python 3.14 may have said so already
+                message += f"; did you mean {guess}?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gcpl", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
+    parser = Parser(prog="gcpl", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"gcpl {__version__}")
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="log what is happening (INFO level)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening (INFO level)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}
     for c in COMMANDS:
         p = sub.add_parser(c.name, help=c.help, description=c.help + (f"\n\nexample:\n  {c.example}" if c.example
                                                                      else ""),
                            formatter_class=_Formatter, parents=[verbose])
         add_options(p, c.settings)
+        parser.commands[c.name] = p
     return parser
 
 
@@ -89,9 +131,12 @@ def renamed_options(argv: list[str]) -> list[str]:
         if new is None:
             out.append(arg)
             continue
+        value = value if eq else next(it, None)
+        if isinstance(new, str):  # removed: the reason, and the option is dropped
+            print(f"note: gcpl {command.name} {name} is no longer used ({new}); ignored", file=sys.stderr)
+            continue
         print(f"note: gcpl {command.name} {name} is deprecated and will be removed; use {' and '.join(new)}",
               file=sys.stderr)
-        value = value if eq else next(it, None)
         for n in new:
             out += [n] if value is None else [n, value]
     return out

@@ -48,7 +48,7 @@ def clean_warnings():
 
 def how_to_continue(command: str) -> str:
     return {
-        "train": "rerun with --resume and the same --out to continue",
+        "train": "rerun the same command (or gcpl train --resume --out RUN) to continue from the checkpoint",
         "eval": "rerun the same command to continue (finished images are kept)",
         "predict": "rerun the same command to continue (finished images are kept)",
         "demo": "rerun the same command to continue (finished work is kept)",

@@ -6,6 +6,11 @@ gcpl.settings.leaves).
 Options are added with `default=SUPPRESS`, so the parsed namespace holds only what the user
 typed; `build(cls, ns)` fills in the dataclass defaults and reports which fields were given
 (resume uses that: a flag given and different from the stored run is refused).
+
+`--help` groups the options by where their field lives (`option_groups`): the command's own
+fields ("options", with the model's under "model"), then one group per nested settings dataclass
+(TrainConfig: "training", ClassifyConfig: "classifier", ...), described by the nested field's
+help. An option's help ends with its choices (unless the text names them all) and its default.
 """
 
 from __future__ import annotations
@@ -74,6 +79,53 @@ def _fmt(value) -> str:
     return str(value)
 
 
+#: the command's own fields shown under "model" in --help (the frozen model and where it runs)
+MODEL_FIELDS = ("model", "clip_model", "device", "dtype", "resolution", "compile")
+#: the title of a nested settings group in --help, by its dataclass's name (else the field's name)
+GROUP_TITLES = {"TrainConfig": "training", "ClassifyConfig": "classifier", "RunSettings": "every run"}
+
+
+class OptionGroup(typing.NamedTuple):
+    title: str | None  # None: the parser's own options
+    description: str | None
+    leaves: list[Leaf]
+
+
+def option_groups(cls) -> list[OptionGroup]:
+    """The command-line fields of cls in --help groups (see the module docstring); together they are
+    option_fields(cls), in the same order within each group."""
+    types = field_types(cls)
+    fields = option_fields(cls)
+    top = {f.name for f in dataclasses.fields(cls) if not is_settings(types[f.name])}
+    own = [leaf for leaf in fields if leaf.dest in top and leaf.dest not in MODEL_FIELDS]
+    model = [leaf for leaf in fields if leaf.dest in top and leaf.dest in MODEL_FIELDS]
+    groups, placed = [], {leaf.dest for leaf in own + model}
+    for f in dataclasses.fields(cls):
+        tp = types[f.name]
+        if not (is_settings(tp) and meta(f, "cli", True)):
+            continue
+        inner = {leaf.dest for leaf in leaves(tp, group_prefix(f), True, meta(f, "hide", ()), meta(f, "defaults", {}))}
+        members = [leaf for leaf in fields if leaf.dest in inner and leaf.dest not in placed]
+        if not members:
+            continue
+        placed |= {leaf.dest for leaf in members}
+        title = GROUP_TITLES.get(tp.__name__, f.name.replace("_", " "))
+        if meta(f, "prefix"):
+            title = f"{title} (--{meta(f, 'prefix')}-*)"
+        help_ = meta(f, "help", "")
+        groups.append(OptionGroup(title, None if help_ in ("", f"{title} settings") else help_, members))
+    own += [leaf for leaf in fields if leaf.dest not in placed]  # none: every leaf is in a group above
+    return [OptionGroup(None, None, own), *([OptionGroup("model", None, model)] if model else []), *groups]
+
+
+def _choices_text(help_: str, choices) -> str:
+    """`choices` to add to a help text: '' when the text already names every one."""
+    names = [str(c) for c in choices]
+    if all(n in help_ for n in names):
+        return ""
+    return "one of: " + ", ".join(names)
+
+
 def option_fields(cls) -> list[Leaf]:
     """(dest, field, resolved type, default) of every command-line field of cls, nested settings
     flattened."""
@@ -98,8 +150,18 @@ def _flags(dest: str, f: dataclasses.Field, negative: bool) -> tuple[str, ...]:
 
 
 def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One option per command-line field of cls (help shows the default when it is a value)."""
-    for dest, f, tp, default in option_fields(cls):
+    """One option per command-line field of cls (help shows the choices and the default when it is
+    a value); on a parser (not an argument group) the options are grouped as option_groups says."""
+    if not isinstance(parser, argparse.ArgumentParser):
+        _add(parser, option_fields(cls), skip)
+        return
+    for group in option_groups(cls):
+        target = parser if group.title is None else parser.add_argument_group(group.title, group.description)
+        _add(target, group.leaves, skip)
+
+
+def _add(parser, fields: list[Leaf], skip: tuple[str, ...]) -> None:
+    for dest, f, tp, default in fields:
         if dest in skip:
             continue
         help_ = meta(f, "help", "")
@@ -117,10 +179,16 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
                 kw["action"] = "store_true"
         else:
             kw["type"] = _checked(meta(f, "parse") or _converter(tp))
+            notes = []
             if meta(f, "choices"):
                 kw["choices"] = meta(f, "choices")
+                notes.append(_choices_text(help_, kw["choices"]))
             if default not in (None, dataclasses.MISSING, ()):
-                kw["help"] = f"{help_} (default: {_fmt(default)})" if help_ else f"default: {_fmt(default)}"
+                notes.append(f"default: {_fmt(default)}")
+            notes = "; ".join(n for n in notes if n)
+            if notes:
+                kw["help"] = f"{help_} ({notes})" if help_ else notes
+        kw["help"] = kw["help"].replace("%", "%%")  # argparse formats help with %
         if flag == "":  # positional
             kw.pop("dest")
             if typing.get_origin(_scalar(tp)[0]) is tuple:  # one or more values

@@ -11,15 +11,17 @@ import torch.nn.functional as F
 
 from ..data.splits import Sample
 from .config import ClipJob
-from .features import image_features
+from .features import image_features, prompt_names
 from .model import Clip
+from .official import resolved
 from .preprocess import ImageBank
 
 
 @dataclass
 class Support:
     """The few-shot support set of a run (readable images only, grouped by class, each class in
-    its drawn order) and, for val-source split, the validation images."""
+    its drawn order) and the method's validation images (gcpl.clip.sets.validation_set; None:
+    cross-validate on the shots)."""
 
     clip: Clip
     samples: list[Sample]
@@ -73,13 +75,18 @@ class Support:
 class ClipMethod:
     """A CLIP method: `fit` (train or build from the support set) returns the tensors and facts
     that define it (saved as the run's learned.safetensors), `load` restores them, `logits`
-    scores normalised test pixels."""
+    scores normalised test pixels. `job` is resolved (every official value filled in), `classes`
+    are the class names as the prompts have them (text.class_names), `settings` the job's method
+    groups and `template` its hand-crafted prompt."""
 
     name = ""
     needs_support = True
 
     def __init__(self, job: ClipJob, clip: Clip, classes: list[str]):
-        self.job, self.clip, self.classes = job, clip, list(classes)
+        self.job, self.clip = resolved(job), clip
+        self.settings = self.job.clip
+        self.template = self.settings.text.template
+        self.classes = prompt_names(list(classes), self.settings.text.class_names)
 
     def fit(self, support: Support | None, folder: Path, progress: bool = True) -> tuple[dict, dict]:
         raise NotImplementedError

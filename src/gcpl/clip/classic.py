@@ -1,23 +1,26 @@
 """Zero-shot CLIP and the linear probe.
 
 Zero-shot CLIP (Radford et al., ICML 2021): logits = exp(logit_scale) * cos(image, text of
-`template.format(class)`), one hand-crafted prompt per class (the paper's Table 1 template of the
-dataset, given as --template).
+`template.format(class)`), one hand-crafted prompt per class: CoOp's prompt of the dataset
+(KaiyangZhou/CoOp trainers/zsclip.py CUSTOM_TEMPLATES; gcpl.clip.official), else the dataset's own.
 
 Linear probe (CLIP paper, appendix A.3; CoOp's lpclip/linear_probe.py, the protocol of CoOp's and
 Tip-Adapter's few-shot tables): multinomial L2-regularised logistic regression fitted with
 L-BFGS on the frozen image features (the projected embeddings, not normalised, of the eval view,
 as lpclip's feat_extractor.py writes them). The objective is scikit-learn's LogisticRegression
 (lbfgs, penalty l2, C): mean cross-entropy + ||W||^2 / (2 C n), bias not penalised, solved here in
-float64 with torch.optim.LBFGS (strong Wolfe line search, gradient tolerance 1e-4, at most
+float64 with torch.optim.LBFGS (strong Wolfe line search, gradient tolerance 1e-6, tighter than
+scikit-learn's default 1e-4 so that the fit is the objective's optimum within 1e-3 (a test), at most
 `lp_max_iter` iterations). C is chosen as lpclip does: accuracy on validation data for
 C in (1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6), then `lp_search_steps` interval-halving steps in log
 space around the best (each step fits the two ends and keeps the better half). Validation data:
-- val-source shots (default): k-fold cross-validation on the support set (the j-th shot of each
-  class in fold j mod k, k = min(cv_folds, shots)); accuracy = all held-out images together;
-- val-source split: min(shots, val_shots) images per class of the split's val list (CoOp).
-At 1 shot with val-source shots nothing can validate C: `lp_c` is used (0.316, the value of the
-CLIP README's linear-probe example). The final classifier is refitted on the whole support set.
+- val-source split (default, lpclip's protocol): min(shots, val_shots) images per class of the
+  split's val list, or of the val part of the training pool (gcpl.clip.sets), at every shot count;
+- val-source shots (or no image outside the support set): k-fold cross-validation on the support
+  set (the j-th shot of each class in fold j mod k, k = min(cv_folds, shots)); accuracy = all
+  held-out images together. At 1 shot nothing can validate C there: `lp_c` is used (0.316, the
+  value of the CLIP README's linear-probe example).
+The final classifier is the one fitted with the chosen C on the support set (lpclip's clf_final).
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ from .features import text_classifier
 
 
 @register_method("clip-zs", short="CLIP-ZS", label="zero-shot CLIP (hand-crafted prompt)",
-                 family="clip", uses_shots=False, demo_seconds=2)
+                 family="clip", uses_shots=False, groups=("text",), demo_seconds=2)
 class ZeroShotClip(ClipMethod):
     name = "clip-zs"
     needs_support = False
 
     def fit(self, support, folder: Path, progress: bool = True):
-        w = text_classifier(self.clip, self.job.template, self.classes)
-        return {"text": w}, {"template": self.job.template}
+        w = text_classifier(self.clip, self.template, self.classes)
+        return {"text": w}, {"template": self.template}
 
     def load(self, tensors, meta):
         self.text = tensors["text"].to(self.clip.device).float()
@@ -54,7 +57,7 @@ class ZeroShotClip(ClipMethod):
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, max_iter: int = 1000,
-               tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+               tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression, scikit-learn's lbfgs objective: mean CE + ||W||^2/(2 C n).
     Returns (W (K, D), b (K,)) in float32."""
     x = x.detach().to("cpu", torch.float64)
@@ -109,12 +112,13 @@ class LinearProbe(ClipMethod):
     name = "linear-probe"
 
     def fit(self, support: Support, folder: Path, progress: bool = True):
-        cfg, val = self.job.linear_probe, self.job.validation
+        cfg, val = self.settings.linear_probe, self.settings.validation
         x, y, k = support.features().cpu(), support.labels, len(self.classes)
+
         def fit(xs, ys, c):
             return fit_logreg(xs, ys, k, c, cfg.max_iter)
 
-        if val.source == "split":
+        if support.val:
             vx, vy = support.val_features()
             vx = vx.cpu()
 
@@ -122,7 +126,7 @@ class LinearProbe(ClipMethod):
                 w, b = fit(x, y, c)
                 return float((predict(vx, w, b) == vy).float().mean())
 
-            how = f"split val list ({len(vy)} images)"
+            how = f"validation images ({len(vy)})"
         else:
             nf = min(val.cv_folds, support.min_shots())
             folds = support.folds(nf) if nf >= 2 else []
@@ -137,7 +141,7 @@ class LinearProbe(ClipMethod):
                 return correct / len(y)
 
             how = f"{nf}-fold cross-validation on the shots" if folds else "none (1 shot): lp_c"
-        if val.source == "split" or nf >= 2:
+        if support.val or nf >= 2:
             c, trace = search_c(score, tuple(cfg.c_grid), cfg.search_steps)
         else:
             c, trace = cfg.c, []

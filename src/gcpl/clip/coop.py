@@ -8,8 +8,8 @@ a per-epoch cosine schedule (gcpl.clip.loop.dassl_lr); training views RandomResi
 (Dassl's TEST.FINAL_MODEL "last_step"). Logits are exp(logit_scale) * cos(image, text).
 
 CoOp (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022; KaiyangZhou/CoOp
-configs/trainers/CoOp/vit_b16*.yaml and the few-shot runs of scripts/coop/main.sh): 16 context
-vectors shared by all classes, random N(0, 0.02^2), class token at the end ("X X ... X
+configs/trainers/CoOp/vit_b16*.yaml and the few-shot runs of COOP.md / scripts/coop/main.sh): 16
+context vectors shared by all classes, random N(0, 0.02^2), class token at the end ("X X ... X
 <class>."), lr 0.002, batch 32, 50 epochs at 1 shot, 100 at 2 and 4 shots, 200 at 8 and 16.
 `coop_csc` gives class-specific contexts; the class-token positions "middle"/"front" are not
 implemented (the paper's few-shot runs use "end").
@@ -18,16 +18,20 @@ KgCoOp (Yao et al., "Visual-Language Prompt Tuning with Knowledge-guided Context
 CVPR 2023; htyao89/KgCoOp trainers/kgcoop.py, configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml,
 scripts/base2new_train.sh): CoOp with the context initialised from "a photo of a" (4 vectors) and
 the loss CE + lambda * L_kg, L_kg = 1 - mean_c cos(w_c, w_c^clip), where w_c are the learned
-prompts' text features and w_c^clip those of the hand-crafted prompt (--template); lambda 8.0,
-lr 0.002, batch 128, 100 epochs. The paper writes L_kg as the mean squared Euclidean distance of
-the normalised features, which is 2 (1 - cos): the code's form (used here, with the code's lambda)
-is half of it.
+prompts' text features and w_c^clip those of the hand-crafted prompt (the dataset's prompt of
+kgcoop.py CUSTOM_TEMPLATES); lambda 8.0 (scripts/xd_train.sh, the runs at 4 shots on every
+dataset), lr 0.002, batch 128, 100 epochs at every shot count. The paper writes L_kg as the mean
+squared Euclidean distance of the normalised features, which is 2 (1 - cos): the code's form
+(used here, with the code's lambda) is half of it.
 
 CoCoOp (Zhou et al., "Conditional Prompt Learning for Vision-Language Models", CVPR 2022;
 configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml, trainers/cocoop.py): 4 context
 vectors from "a photo of a" shifted per image by pi(x) = MetaNet(normalised image feature)
 (Linear(E, E/16) -> ReLU -> Linear(E/16, D)), so each image has its own class prompts; lr 0.002,
 batch 1, 10 epochs.
+
+Every value above is a row of gcpl.clip.official's table (file and line of its source), resolved
+into the method's settings group before the method runs.
 """
 
 from __future__ import annotations
@@ -43,11 +47,6 @@ from .base import ClipMethod, Support, cosine_logits, normed
 from .features import text_classifier
 from .loop import EpochLoop, dassl_lr, init_generator
 from .prompts import MetaNet, TextPrompts
-
-
-def coop_epochs(shots: int) -> int:
-    """CoOp's few-shot schedule: vit_b16_ep50 at 1 shot, vit_b16_ep100 at 2-4, vit_b16 (200) above."""
-    return 50 if shots <= 1 else 100 if shots <= 4 else 200
 
 
 def kg_loss(text: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
@@ -69,10 +68,10 @@ class PromptMethod(ClipMethod):
 
     @property
     def cfg(self):
-        """The method's settings group (job.coop, job.maple ...)."""
-        return getattr(self.job, self.group)
+        """The method's settings group (job.clip.coop, job.clip.maple ...), resolved."""
+        return getattr(self.settings, self.group)
 
-    def settings(self) -> tuple[float, int, int]:
+    def schedule(self) -> tuple[float, int, int]:
         """(lr, batch, epochs) of the method."""
         return self.cfg.lr, self.cfg.batch, self.cfg.epochs
 
@@ -109,10 +108,10 @@ class PromptMethod(ClipMethod):
 
     # --- training and testing ---------------------------------------------------------------------
     def fit(self, support: Support, folder: Path, progress: bool = True):
-        job, p = self.job, self.job.prompt
+        job, p = self.job, self.settings.prompt
         self.learner = self.build(init_generator(job.seed, self.name))
         self.prepare()
-        lr, batch, epochs = self.settings()
+        lr, batch, epochs = self.schedule()
         params = [q for q in self.learner.parameters() if q.requires_grad]
         opt = torch.optim.SGD(params, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay,
                               dampening=0, nesterov=False)
@@ -157,13 +156,9 @@ class PromptMethod(ClipMethod):
 
 
 @register_method("coop", short="CoOp", label="CoOp (learned context)",
-                 family="clip", trains=True, groups=("prompt", "coop"), demo_seconds=127)
+                 family="clip", trains=True, groups=("text", "prompt", "coop"), demo_seconds=127)
 class CoOp(PromptMethod):
     name = group = "coop"
-
-    def settings(self):
-        lr, batch, epochs = super().settings()
-        return lr, batch, epochs or coop_epochs(self.job.shots)
 
     def build(self, g):
         c = self.cfg
@@ -174,16 +169,15 @@ class CoOp(PromptMethod):
 
 
 @register_method("kgcoop", short="KgCoOp", label="KgCoOp (knowledge-guided context)",
-                 family="clip", trains=True, groups=("prompt", "kgcoop"), demo_seconds=40)
+                 family="clip", trains=True, groups=("text", "prompt", "kgcoop"), demo_seconds=40)
 class KgCoOp(CoOp):
     name = group = "kgcoop"
-    settings = PromptMethod.settings  # its epochs have no per-shot schedule
 
     def build(self, g):
         return TextPrompts(self.clip, self.classes, None, self.cfg.ctx_init, generator=g)
 
     def prepare(self):
-        self.hand = text_classifier(self.clip, self.job.template, self.classes)
+        self.hand = text_classifier(self.clip, self.template, self.classes)
 
     def loss(self, views, labels):
         with torch.no_grad():
@@ -193,7 +187,7 @@ class KgCoOp(CoOp):
         return ce + self.cfg.lambda_ * kg_loss(text, self.hand)
 
     def facts(self):
-        return {**super().facts(), "lambda": self.cfg.lambda_, "hand_crafted": self.job.template}
+        return {**super().facts(), "lambda": self.cfg.lambda_, "hand_crafted": self.template}
 
 
 class CoCoLearner(nn.Module):
@@ -203,7 +197,7 @@ class CoCoLearner(nn.Module):
 
 
 @register_method("cocoop", short="CoCoOp", label="CoCoOp (image-conditional context)",
-                 family="clip", trains=True, groups=("prompt", "cocoop"), demo_seconds=87)
+                 family="clip", trains=True, groups=("text", "prompt", "cocoop"), demo_seconds=87)
 class CoCoOp(PromptMethod):
     name = group = "cocoop"
     max_prompts = 4096  # text prompts per forward pass at test time (images x classes)

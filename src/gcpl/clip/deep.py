@@ -25,10 +25,12 @@ where the frozen image features come from the same augmented views through the u
 CLIP and the frozen logits are exp(logit_scale) * cos(frozen image, frozen text). Gaussian
 prompt aggregation (GPA): after epoch e (1..E) the prompts are added to a running sum with
 weight w_e = N(e; mu, sigma) / sum_k N(k; mu, sigma); the aggregate is the final model.
-mu = sigma = 30 (the few-shot config's default; it gives mu 45, sigma 5 for Cars, Flowers102,
-FGVCAircraft, DTD and EuroSAT); lr 0.0025, batch 4, 50 epochs.
-Choice: the frozen text features are those of the single hand-crafted prompt --template (the
-code averages the 60 ImageNet templates of CLIP's notebook over each class).
+mu, sigma per dataset (the few-shot config: 30, 30 for ImageNet-like data; 45, 5 for StanfordCars,
+Flowers102, FGVCAircraft, DTD and EuroSAT; gcpl.clip.official); lr 0.0025, batch 4, 50 epochs.
+The frozen text features (the L1 text target and the KL teacher's classifier) are the mean over
+CLIP's 60 ImageNet templates of each class's text features, normalised after averaging
+(trainers/promptsrc.py:121-128, 200; `promptsrc.teacher` ensemble); `single` uses the
+hand-crafted prompt alone.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from torch import nn
 from ..method_registry import register_method
 from .base import normed
 from .coop import PromptMethod
-from .features import text_classifier
+from .features import ensemble_classifier, text_classifier
+from .official import IMAGENET_TEMPLATES
 from .prompts import MapleCoupling, TextPrompts, VisionPrompts
 
 
@@ -68,7 +71,7 @@ class MapleLearner(nn.Module):
 
 
 @register_method("maple", short="MaPLe", label="MaPLe (coupled deep prompts)",
-                 family="clip", trains=True, groups=("prompt", "maple"), demo_seconds=16)
+                 family="clip", trains=True, groups=("text", "prompt", "maple"), demo_seconds=16)
 class MaPLe(PromptMethod):
     name = group = "maple"
 
@@ -105,7 +108,7 @@ def scl_loss(text, hand, img, zs_img, logits, zs_logits, text_weight: float, ima
 
 
 @register_method("promptsrc", short="PromptSRC", label="PromptSRC (self-regulated deep prompts)",
-                 family="clip", trains=True, groups=("prompt", "promptsrc"), demo_seconds=179)
+                 family="clip", trains=True, groups=("text", "prompt", "promptsrc"), demo_seconds=179)
 class PromptSRC(PromptMethod):
     name = group = "promptsrc"
 
@@ -122,8 +125,11 @@ class PromptSRC(PromptMethod):
         return SrcLearner(prompts, vision)
 
     def prepare(self):
-        self.hand = text_classifier(self.clip, self.job.template, self.classes)
         c = self.cfg
+        if c.teacher == "ensemble":
+            self.hand = ensemble_classifier(self.clip, IMAGENET_TEMPLATES, self.classes)
+        else:
+            self.hand = text_classifier(self.clip, self.template, self.classes)
         self.weights = gpa_weights(c.epochs, c.gpa_mean, c.gpa_std)
         self.gpa: dict[str, torch.Tensor] | None = None
 
@@ -164,5 +170,6 @@ class PromptSRC(PromptMethod):
         dt, dv = self.depths()
         p = self.learner.prompts
         return {"depth_text": dt, "depth_vision": dv, "n_ctx_text": p.n_ctx, "ctx_init": p.initialised_from,
-                "prompt": p.prefix_text + " {}.", "gpa_weights": self.weights, "hand_crafted": self.job.template}
+                "prompt": p.prefix_text + " {}.", "gpa_weights": self.weights,
+                "frozen_text": "CLIP's 60 ImageNet templates" if self.cfg.teacher == "ensemble" else self.template}
 

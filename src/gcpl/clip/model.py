@@ -7,8 +7,9 @@ frozen (`requires_grad=False`, eval mode); learnable things (context vectors, de
 meta-networks, cache keys, linear heads) live in separate modules, so the loaded model stays
 bit-identical whatever a method trains.
 
-Precision follows gcpl's policy (gcpl.backbone): fp32 on CPU, bf16 on CUDA unless `dtype` says
-otherwise; the towers run in that precision, learnable tensors and every loss stay fp32.
+Precision follows the official code (CLIP's weights in fp16 on the GPU: OpenAI's clip.load, which
+CoOp's TRAINER.*.PREC "fp16" and Tip-Adapter keep; fp32 on CPU) unless `dtype` says otherwise
+(`clip_dtype`); the towers run in that precision, learnable tensors and every loss stay fp32.
 
 Image facts are read from the model, never assumed: the crop size is the vision config's
 `image_size`; the resize target (shorter side) and the normalisation mean/std come from the
@@ -258,13 +259,19 @@ def _load_tokenizer(path: str, **load_kw):
     return CLIPTokenizer.from_pretrained(str(TOKENIZER_ASSET))
 
 
+def clip_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """The towers' precision: `name`, else fp16 on CUDA (the official code's: KaiyangZhou/CoOp
+    train.py:94, gaopengcuhk/Tip-Adapter clip/model.py:430) and fp32 elsewhere (clip/clip.py:135)."""
+    return resolve_dtype(name or ("fp16" if device.type == "cuda" else "fp32"), device)
+
+
 def load_clip(model: str | None = None, device: str | None = None, dtype: str | None = None) -> Clip:
     """Load a frozen CLIPModel (hub id, local folder or `tiny`) with its tokenizer and image facts."""
     from transformers import CLIPModel
 
     path = resolve_clip_path(model)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = clip_dtype(dtype, dev)
     kw = {"local_files_only": True} if not Path(path).exists() and not offline() and not hub_reachable() else {}
     try:
         net = CLIPModel.from_pretrained(path, dtype=torch.float32, **kw)

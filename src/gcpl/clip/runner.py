@@ -2,9 +2,13 @@
 files of `gcpl eval`.
 
 Run folder:
-    config.json         every setting (dataclasses.asdict), the identity settings, classes, model
-                        facts, versions
+    config.json         every setting (dataclasses.asdict) with the official values filled in for
+                        the dataset and shots, where each value of the method came from
+                        ("official": {dest: {value, source}}), what the method validated on, the
+                        identity settings, classes, model facts, versions
     split.json          the support set used (readable images only) (all methods but clip-zs)
+    val.json            the method's validation images (linear probe, Tip-Adapter(-F))
+    data_split.json     the train/test split drawn from a class folder given as data
     checkpoint/         epoch-NNNN.safetensors + latest.json while a trained method trains
                         (gcpl.checkpoint's rotating snapshots, gcpl.clip.loop)
     learned.safetensors what the method learned or built (context vectors, cache, linear head ...),
@@ -16,11 +20,13 @@ Run folder:
 The support set is drawn with gcpl.data.splits.few_shot(pool, shots, seed, allow_fewer), exactly
 as GCPL's training draws it, so every method sees the same images for a seed; the `limit` test
 subset is the first `limit` of torch.randperm seeded by eval_seed (default: seed), exactly as
-`gcpl eval` picks it. A rerun on a finished folder returns its results and recomputes nothing;
-an interrupted one resumes (training from its last checkpoint, testing from the last scored
-image); a rerun with other identity settings or other classes is refused with a one-line error
-(gcpl.runs.check_same_job on `job_identity`; settings stored under older field names are read
-through `upgrade_settings`).
+`gcpl eval` picks it. The validation images come from gcpl.clip.sets; a support or validation
+image that is also a test image is refused with a one-line error. A rerun on a finished folder
+returns its results and recomputes nothing; an interrupted one resumes (training from its last
+checkpoint, testing from the last scored image); a rerun with other identity settings (after the
+official values are filled in) or other classes is refused with a one-line error
+(gcpl.runs.check_same_job on `job_identity`; settings of older folders are read through
+`upgrade_settings`).
 """
 
 from __future__ import annotations
@@ -28,80 +34,65 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint
-from ..data.splits import Sample, Split, few_shot, read_samples, seeded_subset
+from ..data.splits import Sample, Split, few_shot
 from ..errors import GcplError
 from ..io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
 from ..method_registry import METHODS
 from ..reports.eval import summarize
 from ..runs import check_same_job, versions
+from ..settings import flat
 from .base import Support
 from .config import ClipJob, job_identity, upgrade_settings
 from .methods import make_method
 from .model import Clip, load_clip
+from .official import resolve, resolved
 from .preprocess import ImageBank, eval_batch
+from .sets import check_apart, run_data, validation_set
 
 log = logging.getLogger(__name__)
 
 
-def _test_samples(job: ClipJob, classes: list[str]) -> list[Sample]:
-    _, samples = read_samples(job.test_data or job.data, "test")
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({s.class_name for s in samples} - set(index))
-    if unknown:
-        raise GcplError(f"test class {unknown[0]!r} is not among the {len(classes)} training classes "
-                        f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); drop it from the test data")
-    samples = [Sample(s.path, index[s.class_name], s.class_name) for s in samples]
-    return seeded_subset(samples, job.limit, job.test_seed)
-
-
-def _val_samples(job: ClipJob, classes: list[str]) -> list[Sample] | None:
-    if "validation" not in METHODS[job.method].groups or job.validation.source != "split":
-        return None
-    p = Path(job.data)
-    if p.suffix.lower() != ".json" or p.is_dir():
-        raise GcplError(f"--val-source split needs a split JSON with a val list; {job.data} is a folder "
-                        "(use --val-source shots)")
-    split = Split.from_json(p)
-    if not split.val:
-        raise GcplError(f"split file {job.data} has no val list; use --val-source shots")
-    n = min(job.shots, job.validation.shots)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a small val class is not an error here
-        return few_shot(split.val, n, job.seed, allow_fewer=True)
-
-
 def _check_folder(out: Path, job: ClipJob, classes: list[str]) -> dict | None:
-    """The stored config of the CLIP run in `out` that this job resumes (None: a new folder)."""
+    """The stored config of the CLIP run in `out` that this (resolved) job resumes (None: a new folder)."""
     path = out / "config.json"
     if not path.exists():
         return None
-    command = read_json(path).get("command")
-    if command != "clip":
-        raise GcplError(f"{out} holds another kind of run ({command!r}); use another --out")
-    return check_same_job(out, job, classes, "a CLIP run", identity_of=job_identity, upgrade=upgrade_settings)
+    stored = read_json(path)
+    if stored.get("command") != "clip":
+        raise GcplError(f"{out} holds another kind of run ({stored.get('command')!r}); use another --out")
+    return check_same_job(out, job, classes, "a CLIP run", identity_of=lambda j: job_identity(resolved(j)),
+                          upgrade=lambda s: upgrade_settings(s, stored.get("classes")))
+
+
+def official_record(job: ClipJob, sources: dict[str, str]) -> dict:
+    """{dest: {"value", "source"}} of the settings of the job's method that the table covers."""
+    values = flat(job.clip)
+    return {dest: {"value": values[dest], "source": src} for dest, src in sources.items()}
 
 
 def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> dict:
     """Train (when the method learns) and evaluate one CLIP method into job.out; returns the
     metrics of gcpl's summarize (also in out/results.json)."""
+    job, sources = resolve(job)
     out = Path(job.out)
-    classes, pool = read_samples(job.data, "train")
+    data = run_data(job)
+    classes = data.classes
     stored = _check_folder(out, job, classes)
     if stored is not None and (out / "results.json").exists() and stored.get("finished"):
         return read_json(out / "results.json")
-    test = _test_samples(job, classes)
+    test = data.test
     if stored is not None and stored.get("n_test") not in (None, len(test)):
         raise GcplError(f"{out} holds an evaluation of {stored['n_test']} test images, {len(test)} given; "
                         "resume with the same test data, or another --out")
-    support_samples = few_shot(pool, job.shots, job.seed, job.allow_fewer) if METHODS[job.method].uses_shots else []
-    val = _val_samples(job, classes)
+    support_samples = few_shot(data.pool, job.shots, job.seed, job.allow_fewer) if METHODS[job.method].uses_shots else []
+    val, validated = validation_set(job, data, support_samples)
+    check_apart(support_samples, val, test)
     clip = clip or load_clip(job.model, job.device, job.dtype)
     method = make_method(job, clip, classes)
 
@@ -117,15 +108,22 @@ def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> d
         support = Support(clip, kept, len(classes), bank, job.eval_batch, job.strict, val)
 
     config = {
-        "command": "clip", "method": job.method, "settings": dataclasses.asdict(job), "identity": job_identity(job),
+        "command": "clip", "method": job.method, "dataset": job.dataset, "settings": dataclasses.asdict(job),
+        "official": official_record(job, sources), "validation": validated, "identity": job_identity(job),
         "classes": classes, "model": clip.describe(), "n_support": len(support.samples) if support else 0,
         "n_test": len(test), "skipped_support": [{"path": p, "reason": r} for p, r in skipped_support],
         "versions": versions(), "finished": False,
     }
+    if method.classes != classes:
+        config["prompt_classes"] = method.classes
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
+    if data.split is not None:
+        data.split.to_json(out / "data_split.json")
     if support is not None:
         Split(classes=classes, train=support.samples).to_json(out / "split.json")
+    if val:
+        Split(classes=classes, val=val).to_json(out / "val.json")
 
     learned = out / "learned.safetensors"
     if learned.exists():

@@ -1,29 +1,35 @@
 """Tip-Adapter and Tip-Adapter-F (Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for
 Few-shot Classification", ECCV 2022; gaopengcuhk/Tip-Adapter main.py, utils.py, configs/).
 
-Cache model: keys K (N, E) = the L2-normalised mean of `tip_augment_epochs` (10) augmented views'
-features of each support image (RandomResizedCrop scale (0.5, 1) + flip, main.py's
-train_tranform), values V (N, C) = one-hot labels. For a normalised test feature f:
+Cache model: keys K (N, E) = the L2-normalised mean of `tip.augment_epochs` (augment_epoch: 10)
+augmented views' features of each support image (RandomResizedCrop scale (0.5, 1) + flip,
+main.py's train_tranform), values V (N, C) = one-hot labels. For a normalised test feature f:
 
     logits = s * f W_text^T + alpha * exp(-beta * (1 - f K^T)) V
 
 with s = exp(logit_scale) (the code writes 100, OpenAI CLIP's value) and W_text the normalised
-features of --template for each class (the code's single-template classifier of every dataset
-but ImageNet). alpha = 1.17, beta = 1 (configs' init values); with `tip_search` they are chosen
-on validation data on the code's grid: beta in 0.1 + i (7 - 0.1) / 200, alpha in
-0.1 + j (3 - 0.1) / 20 (search_scale [7, 3], search_step [200, 20]), best accuracy, first best
-in (beta, alpha) order.
-- val-source split: the split's val images (CoOp protocol, min(shots, 4) per class).
-- val-source shots (default): k-fold cross-validation on the support set: the cache of the other
-  folds scores each held-out fold (eval-view features); at 1 shot the init values are kept.
+features of the hand-crafted prompt for each class (the code's single-template classifier of every
+dataset but ImageNet). alpha, beta start at the dataset's config (init_alpha, init_beta: StanfordCars
+3, 1; Flowers102 10, 1; ImageNet's 1.17, 1 elsewhere; gcpl.clip.official) and are searched on
+validation images on the code's grid (utils.py search_hp): beta in 0.1 + i (scale_b - 0.1) /
+steps_b, alpha in 0.1 + j (scale_a - 0.1) / steps_a (search_scale: StanfordCars [20, 10],
+Flowers102 [50, 50], ImageNet [7, 3]; search_step [200, 20]), best accuracy, first best in (beta,
+alpha) order.
+- validation images (gcpl.clip.sets): the split's val list, or the val part of the training pool,
+  all of it (main.py:170 searches on the dataset's whole val split), at every shot count;
+- without them (val-source shots, or no image outside the support set): k-fold cross-validation
+  on the support set: the cache of the other folds scores each held-out fold (eval-view
+  features); at 1 shot the init values are kept.
 
-Tip-Adapter-F: the keys become a learnable Linear initialised with K, trained with the loss
-CE(logits) at the init alpha, beta: AdamW(lr 1e-3, eps 1e-4), CosineAnnealingLR over all
-iterations, 20 epochs, batches of 256 augmented views (scale (0.5, 1), flip). The code keeps the
-epoch with the best *test* accuracy; gcpl never looks at test labels and keeps the last epoch.
-The search after fine-tuning uses the split's val list (val-source split, as the code does); with
-val-source shots the fine-tuned keys have seen every shot, so no search is made and the init
-alpha, beta (those the keys were trained with) are kept.
+Tip-Adapter-F (main.py run_tip_adapter_F): the keys become a learnable Linear initialised with K,
+trained with the loss CE(logits) at the init alpha, beta: AdamW(lr from the config (0.001), eps
+1e-4), CosineAnnealingLR over all iterations, train_epoch epochs (20), batches of 256 augmented
+views (scale (0.5, 1), flip). Then alpha, beta are searched again on the validation images with
+the fine-tuned keys (main.py:129-132). The official code keeps the epoch with the best *test*
+accuracy (main.py:114-126) and prints the better of that and the searched model's test accuracy
+(main.py:141); gcpl never looks at test labels and keeps the last epoch, which scores lower for
+that reason. Without validation images the fine-tuned keys have seen every shot, so no search is
+made and the init alpha, beta (those the keys were trained with) are kept.
 """
 
 from __future__ import annotations
@@ -74,13 +80,13 @@ def best_of(correct: torch.Tensor, betas, alphas) -> tuple[float, float, int]:
 
 
 @register_method("tip-adapter", short="Tip", label="Tip-Adapter (training-free cache)",
-                 family="clip", groups=("validation", "tip"), demo_seconds=6)
+                 family="clip", groups=("text", "validation", "tip"), demo_seconds=6)
 class TipAdapter(ClipMethod):
     name = "tip-adapter"
 
     def cache(self, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys (N, E) normalised mean of augmented views, values (N, C) one-hot)."""
-        cfg = self.job.tip
+        cfg = self.settings.tip
         bank = support.bank
         total = torch.zeros(len(bank), self.clip.embed_dim, device=self.clip.device)
         with torch.no_grad():
@@ -96,20 +102,20 @@ class TipAdapter(ClipMethod):
 
     def search(self, support: Support, text, keys, values, adapter_keys=None) -> tuple[float, float, str]:
         """(alpha, beta, how) chosen on validation data (or the init values)."""
-        cfg, val = self.job.tip, self.job.validation
+        cfg, val = self.settings.tip, self.settings.validation
         alpha, beta = cfg.alpha, cfg.beta
         if not cfg.search:
             return alpha, beta, "init values (search off)"
         betas, alphas = search_grid(tuple(cfg.search_scale), tuple(cfg.search_steps))
         scale = self.clip.logit_scale
-        if val.source == "split":
+        if support.val:
             vx, vy = support.val_features()
             k = keys if adapter_keys is None else adapter_keys
             correct = grid_correct(normed(vx.to(self.clip.device)), vy, text, k, values, betas, alphas, scale)
             b, a, n = best_of(correct, betas, alphas)
-            return a, b, f"split val list: {n}/{len(vy)} at the best"
+            return a, b, f"validation images: {n}/{len(vy)} at the best"
         if adapter_keys is not None:
-            return alpha, beta, "init values (val-source shots: the fine-tuned keys saw every shot)"
+            return alpha, beta, "init values (no validation images: the fine-tuned keys saw every shot)"
         nf = min(val.cv_folds, support.min_shots())
         if nf < 2:
             return alpha, beta, "init values (1 shot: nothing to validate on)"
@@ -125,11 +131,11 @@ class TipAdapter(ClipMethod):
         return a, b, f"{nf}-fold cross-validation on the shots: {n}/{len(y)} at the best"
 
     def fit(self, support: Support, folder: Path, progress: bool = True):
-        text = text_classifier(self.clip, self.job.template, self.classes)
+        text = text_classifier(self.clip, self.template, self.classes)
         keys, values = self.cache(support)
         alpha, beta, how = self.search(support, text, keys, values)
         return ({"text": text, "keys": keys, "values": values},
-                {"alpha": alpha, "beta": beta, "search": how, "template": self.job.template})
+                {"alpha": alpha, "beta": beta, "search": how, "template": self.template})
 
     def load(self, tensors, meta):
         dev = self.clip.device
@@ -143,14 +149,15 @@ class TipAdapter(ClipMethod):
 
 
 @register_method("tip-adapter-f", short="Tip-F", label="Tip-Adapter-F (fine-tuned cache)",
-                 family="clip", trains=True, groups=("validation", "tip", "tip_f"), demo_seconds=13)
+                 family="clip", trains=True, groups=("text", "validation", "tip", "tip_f"), demo_seconds=13)
 class TipAdapterF(TipAdapter):
     name = "tip-adapter-f"
 
     def fit(self, support: Support, folder: Path, progress: bool = True):
-        cfg, fcfg, job = self.job.tip, self.job.tip_f, self.job
-        text = text_classifier(self.clip, job.template, self.classes)
+        cfg, fcfg, job = self.settings.tip, self.settings.tip_f, self.job
+        text = text_classifier(self.clip, self.template, self.classes)
         keys, values = self.cache(support)
+        first = self.search(support, text, keys, values)  # Tip-Adapter's own search (run_tip_adapter)
         adapter = torch.nn.Linear(keys.shape[1], keys.shape[0], bias=False).to(self.clip.device)
         with torch.no_grad():
             adapter.weight.copy_(keys)
@@ -177,4 +184,6 @@ class TipAdapterF(TipAdapter):
         tuned = adapter.weight.detach().clone()
         alpha, beta, how = self.search(support, text, keys, values, adapter_keys=tuned)
         return ({"text": text, "keys": tuned, "values": values, "initial_keys": keys},
-                {"alpha": alpha, "beta": beta, "search": how, "template": job.template, "train_log": log})
+                {"alpha": alpha, "beta": beta, "search": how, "template": self.template, "train_log": log,
+                 "trained_with": {"alpha": cfg.alpha, "beta": cfg.beta},
+                 "before_fine_tuning": {"alpha": first[0], "beta": first[1], "search": first[2]}})

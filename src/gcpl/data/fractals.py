@@ -252,6 +252,9 @@ def write_dataset(classes: list[FractalClass], out: str | Path, per_class: int, 
         raise GcplError(f"{out} exists and is not an empty folder; choose another --out or delete it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: the dataset is read like any folder the user makes
     try:
         for c in classes:
             d = tmp / c.name

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..backbone import compile_setting, device_setting, dtype_setting, load_backbone, resolution_setting
+from ..calibration import confidence, fit_for
 from ..classify import ClassifyConfig, DiffusionClassifier
 from ..data.images import load_batch
 from ..data.splits import Sample, read_samples, seeded_subset
@@ -28,6 +29,7 @@ from ..evidence import FILE as EVIDENCE_FILE
 from ..evidence import load_or_learn_evidence
 from ..io import read_json, resume_jsonl, write_json
 from ..latents import encode, encode_files
+from ..lock import locked
 from ..reports.eval import merge_predictions, summarize
 from ..runs import TrainedRun, check_same_job, versions
 from ..scoring import Item, score_into
@@ -61,6 +63,10 @@ class EvalJob:
     compile: bool = compile_setting()
     calibrate: int = setting(0, "remove each learned token's generic error level, measured on N support "
                              "images per class (0: off)", metavar="N")
+    calibration_data: str | None = setting(
+        None, "labelled images the tokens were not trained on (class folders or a split JSON's val, else test, "
+        "list): fit the confidence temperature on them and report the test images' calibration (ECE); a run "
+        "trained with --holdout uses its held-out shots without it", metavar="DATA")
     classify: ClassifyConfig = setting(default_factory=ClassifyConfig, help="classifier settings")
 
     def __post_init__(self):
@@ -88,9 +94,17 @@ def _trained_run(job: EvalJob) -> TrainedRun | None:
     return TrainedRun.open(job.run) if job.run else None
 
 
+@locked("eval")
 def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     """Score the test images of `job.data` into `job.out` (see the module docstring); returns the
-    metrics (results.json). Ctrl-C finishes the chunk of images in hand, then raises Interrupted."""
+    metrics (results.json). Ctrl-C finishes the chunk of images in hand, then raises Interrupted.
+    Rerunning the same job resumes it; the folder is locked while the job runs (gcpl.lock).
+
+        from gcpl import EvalJob, evaluate
+
+        metrics = evaluate(EvalJob(data="images/test", out="runs/mine/eval", run="runs/mine"))
+        print(metrics["top1"], metrics["confusion_matrix"])
+    """
     out = Path(job.out)
     run = _trained_run(job)
     w = world()
@@ -110,7 +124,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
     clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
     schedule = job.classify.describe(len(classes))
-    if run is not None and job.classify.racing:
+    if run is not None and job.classify.uses_evidence:
         # learned once on the support set by the main process, stored in the run folder, read by the others
         evidence = load_or_learn_evidence(run, clf, classes, size, log=log.info) if w.is_main else None
         w.barrier()
@@ -119,15 +133,21 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
         clf.use_evidence(evidence)
         schedule["evidence"] = (f"{run.folder / EVIDENCE_FILE} (learned on the support set)" if evidence
                                 else "none (--evidence-shots 0: timesteps evenly spread, equal weights)")
-    elif job.classify.racing:
+    elif job.classify.uses_evidence:
         schedule["evidence"] = "none (zero-shot has no support set: timesteps evenly spread, equal weights)"
     if job.calibrate:
         _calibrate(clf, job, run, bb, classes, size)
+    fit = fit_for(run, clf, classes, size, job.calibration_data, log=log.info) if w.is_main else None
+    if w.active:  # the main process fitted it (stored in the run folder); the others read it
+        w.barrier()
+        fit = fit_for(run, clf, classes, size, job.calibration_data) if not w.is_main else fit
+    temperature = fit["temperature"] if fit else None
     w.barrier()
     if w.is_main:
         write_json(out / "config.json", {
             "command": "eval", "settings": plain(job), "source": source, "run_tokens": digest,
             "template": template, "classes": classes, "schedule": schedule, "resolution": size,
+            "calibration": {k: v for k, v in fit.items() if k != "key"} if fit else None,
             "model": bb.describe(), "versions": versions(),
         })
         merge_predictions(out)  # fold shard files of an earlier multi-process run in; drop torn lines
@@ -150,6 +170,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
                 "label": s.label, "class_name": s.class_name, "pred": sc.pred, "pred_name": classes[sc.pred],
                 "top5": sc.ranking[:5], "ranking": sc.ranking, "unet_calls": sc.unet_calls,
                 "errors": {classes[c]: e for c, e in sc.mean_error.items()},
+                **({"confidence": confidence(sc, temperature, len(classes))} if fit else {}),
             })
         return records
 

@@ -24,15 +24,13 @@ ranking with their raw mean error and p.
 
 The temperature T (in units of the mean error):
 - `--temperature T`: used as given;
-- a trained run (default): fitted once, on the run's support set (split.json's `train` list,
-  the first `--fit-shots` images of each class: the shots the tokens were trained on), by
-  minimising the negative log-likelihood of the true class (`fit_temperature`: the NLL is convex
-  in 1/T, its minimum is found by bisection on the derivative). It is stored in the output
-  folder's config.json ("temperature": value, how, support images, NLL at the fit and at T = 1)
-  and reused when the job resumes. The support images are the tokens' training images, so the
-  fit is in-sample: expect it to be somewhat over-confident on new images;
-- zero-shot (no support set): each image's errors are divided by their standard deviation over
-  the classes, then softmax at temperature 1 (T = that spread, per image).
+- fitted on labelled images the tokens were not trained on (gcpl.calibration): `--calibration-data`,
+  else the run's held-out shots (`gcpl train --holdout K`), by minimising the negative
+  log-likelihood of their true classes; stored in the run folder (calibration.json) and reused;
+- without held-out images: no temperature. Each image's errors are divided by their spread over
+  the classes: uncalibrated relative scores, flagged `"calibrated": false` in every record, "no"
+  in the CSV's calibrated column, and said in one line. (Fitting on the support set would learn
+  that the tokens classify their own training images right: confidences near 1 on every image.)
 """
 
 from __future__ import annotations
@@ -40,20 +38,24 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..backbone import compile_setting, device_setting, dtype_setting, load_backbone, resolution_setting
+from ..calibration import fit_for
 from ..classify import ClassifyConfig, DiffusionClassifier
-from ..confidence import error_row, fit_temperature, probabilities, ranked_errors
+from ..confidence import error_row, probabilities, ranked_errors
 from ..data.folders import IMAGE_EXTENSIONS, images_under
 from ..data.images import load_batch
 from ..errors import GcplError
 from ..evidence import load_or_learn_evidence
 from ..io import atomic_write_text, read_json, read_jsonl, resume_jsonl, write_json, write_jsonl
 from ..latents import encode
+from ..lock import locked
 from ..runs import TrainedRun, check_same_job, versions
 from ..scoring import Item, score_into
 from ..settings import plain, setting
@@ -78,9 +80,12 @@ class PredictJob:
     dtype: str | None = dtype_setting()
     resolution: int | None = resolution_setting("the run's, else the model's native size")
     top_k: int = setting(5, "classes listed per image, with their mean error and probability")
-    temperature: float | None = setting(None, "softmax temperature over mean errors (default: fitted on the run's "
-                                        "support set; zero-shot: each image's error spread)")
-    fit_shots: int = setting(2, "support images per class the temperature is fitted on", metavar="N")
+    temperature: float | None = setting(None, "softmax temperature over mean errors (default: fitted on held-out "
+                                        "images, --calibration-data or the run's --holdout shots; without "
+                                        "them the scores are uncalibrated relative scores)")
+    calibration_data: str | None = setting(None, "labelled images the tokens were not trained on (class folders or "
+                                           "a split JSON's val, else test, list) to fit the confidence on",
+                                           metavar="DATA")
     images_per_batch: int = setting(8, "images scored together (their UNet calls share batches)", identity=False)
     compile: bool = compile_setting()
     classify: ClassifyConfig = setting(default_factory=ClassifyConfig, help="classifier settings")
@@ -91,8 +96,8 @@ class PredictJob:
         self.paths = tuple(os.fspath(p) for p in self.paths)
         if self.classes is not None:
             self.classes = tuple(self.classes)
-        if self.top_k < 1 or self.fit_shots < 1 or self.images_per_batch < 1:
-            raise GcplError("--top-k, --fit-shots and --images-per-batch must be at least 1")
+        if self.top_k < 1 or self.images_per_batch < 1:
+            raise GcplError("--top-k and --images-per-batch must be at least 1")
         if self.temperature is not None and not self.temperature > 0:
             raise GcplError(f"--temperature must be positive, got {self.temperature}")
 
@@ -120,26 +125,28 @@ def find_images(paths) -> list[str]:
     return sorted(found)
 
 
-def _fit_on_support(job: PredictJob, run: TrainedRun, clf: DiffusionClassifier, bb, classes: list[str],
-                    size: int) -> dict:
-    picked = run.support(job.fit_shots, classes)
-    loaded = load_batch([s.path for s in picked], size)
-    index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index[picked[k].class_name] for k in loaded.kept])
-    x0 = encode(bb.vae, loaded.pixels).mean[:, 0] * bb.scaling_factor
-    scores = clf.score(x0)
-    E = torch.stack([error_row(s.mean_error, s.ranking, len(classes)) for s in scores])
-    T, how = fit_temperature(E, labels)
-    return {"value": T, **how, "fitted_on": f"support set: the first {job.fit_shots} image(s) per class of "
-            "the run's split.json train list", "unet_calls": sum(s.unet_calls for s in scores)}
+UNCALIBRATED = ("uncalibrated relative scores: each image's errors divided by their spread over the classes "
+                "(no held-out images to fit a temperature on: give --calibration-data, or train with --holdout K)")
 
 
 def _temperature(job: PredictJob, run: TrainedRun | None, clf, bb, classes, size) -> dict:
+    """The temperature record of config.json: given, fitted on held-out images, or none."""
     if job.temperature is not None:
-        return {"value": job.temperature, "how": "given (--temperature)"}
-    if run is None:
-        return {"value": None, "how": "zero-shot: per image, the standard deviation of its errors over the classes"}
-    return _fit_on_support(job, run, clf, bb, classes, size)
+        return {"value": job.temperature, "how": "given (--temperature)", "calibrated": True}
+    fit = fit_for(run, clf, classes, size, job.calibration_data, log=_say, progress=True)
+    if fit is None:
+        warnings.warn(f"confidences are {UNCALIBRATED}", UncalibratedNote, stacklevel=3)
+        return {"value": None, "how": UNCALIBRATED, "calibrated": False}
+    return {"value": fit["temperature"], "how": fit["how"], "fitted_on": fit["fitted_on"],
+            "n_images": fit["n_images"], "unet_calls": fit["unet_calls"], "calibrated": True}
+
+
+class UncalibratedNote(UserWarning):
+    """Predictions without held-out images to calibrate on (shown as one `note:` line)."""
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 # --- the job -----------------------------------------------------------------------------------
@@ -171,12 +178,19 @@ def _class_embeddings(job: PredictJob, run: TrainedRun | None, bb, classes: list
     return run.prompt_embeds(bb), run.template
 
 
+@locked("predict")
 def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
     """Classify the images of `job.paths` into `job.out` (see the module docstring for the files
     and how the confidence is computed). Nothing is written before the settings, the run and the
     inputs are checked. Ctrl-C finishes the chunk of images in hand, then raises Interrupted.
     Returns {"out", "csv", "jsonl", "images" (lines in the JSONL), "predicted" (this call),
-    "skipped" (unreadable, in the JSONL), "temperature" (config.json's record)}."""
+    "skipped" (unreadable, in the JSONL), "temperature" (config.json's record)}.
+
+        from gcpl import PredictJob, predict
+
+        r = predict(PredictJob(paths=("photos/",), out="runs/mine/predict", run="runs/mine"))
+        print(r["csv"])                      # index, path, pred, confidence, top1..topK, skipped
+    """
     out = Path(job.out)
     run, classes = _check_source(job)
     images = find_images(job.paths)
@@ -193,7 +207,7 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
     size = run.resolution_for(job.resolution, bb) if run is not None else job.resolution or bb.resolution
     clf = DiffusionClassifier(bb, embeds, job.classify, (bb.latent_channels, size // bb.vae_scale,
                                                          size // bb.vae_scale))
-    if run is not None and job.classify.racing:
+    if run is not None and job.classify.uses_evidence:
         clf.use_evidence(load_or_learn_evidence(run, clf, classes, size))
     if stored is None:
         temperature = _temperature(job, run, clf, bb, classes, size)
@@ -219,7 +233,7 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
 
     def score(pixels, items):
         x0 = encode(bb.vae, pixels).mean[:, 0] * bb.scaling_factor
-        return [_record(sc, classes, temperature["value"], k) for sc in clf.score(x0)]
+        return [_record(sc, classes, temperature, k) for sc in clf.score(x0)]
 
     predicted = 0
     try:
@@ -232,11 +246,12 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
             "predicted": predicted, "skipped": sum("skipped" in r for r in records), "temperature": temperature}
 
 
-def _record(score, classes: list[str], temperature: float | None, k: int) -> dict:
+def _record(score, classes: list[str], temperature: dict, k: int) -> dict:
     row = error_row(score.mean_error, score.ranking, len(classes))
-    p = probabilities(row, temperature)
+    p = probabilities(row, temperature["value"])
     ranked = [c for c, _ in ranked_errors(score.mean_error, score.ranking)]
     return {"pred": classes[score.pred], "confidence": float(p[score.pred]),
+            "calibrated": bool(temperature.get("calibrated", True)),
             "topk": [[classes[c], float(score.mean_error[c]), float(p[c])] for c in ranked[:k]],
             "unet_calls": score.unet_calls}
 
@@ -249,11 +264,12 @@ def _finish(out: Path, k: int) -> list[dict]:
     write_jsonl(out / "predictions.jsonl", records)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["index", "path", "pred", "confidence", *[f"top{i + 1}" for i in range(k)], "skipped"])
+    w.writerow(["index", "path", "pred", "confidence", "calibrated", *[f"top{i + 1}" for i in range(k)], "skipped"])
     for r in records:
         top = [t[0] for t in r.get("topk", [])]
         conf = f"{r['confidence']:.6f}" if "confidence" in r else ""
-        w.writerow([r["index"], r["path"], r.get("pred", ""), conf, *(top + [""] * (k - len(top)))[:k],
+        calibrated = {True: "yes", False: "no"}.get(r.get("calibrated", True) if "confidence" in r else None, "")
+        w.writerow([r["index"], r["path"], r.get("pred", ""), conf, calibrated, *(top + [""] * (k - len(top)))[:k],
                     r.get("skipped", "")])
     atomic_write_text(out / "predictions.csv", buf.getvalue())
     return records

@@ -4,7 +4,8 @@
 `grid.png` (one row per class, the class name in a strip above it) and config.json (settings,
 the run's token digest, classes, files, versions). Image k of every class starts from the noise
 of seed + k (one generator per image), so a seed gives the same images whatever n, the classes
-drawn or the batch size, and the classes of one column share their starting noise.
+drawn or the batch size, and the classes of one column share their starting noise. A progress
+bar counts the images as they are generated; the folder is locked while the job runs (gcpl.lock).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..backbone import device_setting, dtype_setting, load_backbone, resolution_
 from ..errors import GcplError
 from ..generation import SCHEDULERS, generate, label_grid
 from ..io import write_json
+from ..lock import locked
 from ..runs import TrainedRun, versions
 from ..settings import plain, setting
 from ..tokens import check_template
@@ -57,11 +59,18 @@ def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("_") or "class"
 
 
+@locked("sample")
 @torch.no_grad()
-def sample(job: SampleJob, backbone=None) -> dict:
+def sample(job: SampleJob, backbone=None, progress: bool = True) -> dict:
     """Write job.n images per class of the run, grid.png and config.json into job.out (see the
     module docstring); the run and the class names are checked before a model is loaded.
-    Returns {"images": [paths], "grid": path}."""
+    Returns {"images": [paths], "grid": path}.
+
+        from gcpl import SampleJob, sample
+
+        r = sample(SampleJob(run="runs/mine", out="runs/mine/samples", n=4))
+        print(r["grid"])
+    """
     from PIL import Image
 
     run = TrainedRun.open(job.run)
@@ -73,7 +82,8 @@ def sample(job: SampleJob, backbone=None) -> dict:
     embeds = run.prompt_embeds(bb, template)
     size = run.resolution_for(job.resolution, bb)
     picked = [classes.index(c) for c in wanted]
-    images = generate(bb, embeds[picked], job.n, size, job.seed, job.steps, job.guidance, job.scheduler, job.batch)
+    images = generate(bb, embeds[picked], job.n, size, job.seed, job.steps, job.guidance, job.scheduler, job.batch,
+                      progress=progress)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     files = []

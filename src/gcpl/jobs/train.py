@@ -8,8 +8,11 @@ Run folder:
     train_log.jsonl, loss_curve.png, checkpoint/   loss curve; resumable state
     validation/stepN.png           with --validation-every N
 
-Nothing is written before the settings and the data are checked; rerunning into a folder
-resumes it when its identity settings (gcpl.settings) are the same, and is refused otherwise.
+Nothing is written before the settings and the data are checked. Rerunning the same command
+into a folder resumes it (a finished run is left as it is, an interrupted one continues from its
+checkpoint) when its identity settings (gcpl.settings) are the same, and is refused otherwise,
+naming each difference; `--resume` takes the stored settings, so `gcpl train --resume --out RUN`
+needs no data argument. The folder is locked while the job runs (gcpl.lock).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from ..data.splits import Sample, Split, few_shot, read_samples
 from ..distributed import default_device_name, world
 from ..errors import GcplError
 from ..generation import generate, label_grid
-from ..io import read_jsonl, write_json
+from ..io import read_json, read_jsonl, write_json
 from ..latents import encode_files
+from ..lock import locked
 from ..runs import check_same_job, save_embeddings, stored_settings, versions, write_tokens_index
 from ..settings import flat, plain, replace, setting
 from ..tokens import PromptSlot, check_template, encode_slot_prompts, single_token_id, token_names
@@ -51,9 +55,9 @@ __all__ = ["BundledModelNote", "TrainJob", "resume_settings", "train"]
 
 @dataclass
 class TrainJob:
-    data: str = setting(help="folder with one subfolder per class, or a split JSON (its train list)",
-                        flag="", identity=False)
-    out: str = setting(help="run folder to write", identity=False)
+    out: str = setting(help="run folder to write; rerunning the same command into it resumes", identity=False)
+    data: str | None = setting(None, "folder with one subfolder per class, or a split JSON (its train list); "
+                               "not needed with --resume", flag="", identity=False)
     shots: int = setting(16, "training images per class, drawn with --seed")
     model: str | None = model_setting()
     device: str | None = device_setting()
@@ -61,8 +65,8 @@ class TrainJob:
     resolution: int | None = resolution_setting()
     allow_fewer: bool = setting(False, "classes with fewer than --shots images use all they have")
     strict: bool = setting(False, "fail on unreadable images instead of skipping them", identity=False)
-    resume: bool = setting(False, "continue the run in --out from its checkpoint, with its stored settings",
-                           identity=False)
+    resume: bool = setting(False, "continue the run in --out from its checkpoint with its stored settings (the "
+                           "options given on top must not change what the run is)", identity=False)
     compile: bool = compile_setting()
     validation_every: int = setting(0, "every N steps, generate images of --validation-classes from the tokens so "
                                     "far into RUN/validation/stepN.png (0: never)", identity=False, metavar="N")
@@ -70,6 +74,8 @@ class TrainJob:
         None, "classes drawn by --validation-every, comma-separated (default: the first 4)", identity=False,
         metavar="NAME")
     validation_images: int = setting(2, "images per class at each validation", identity=False)
+    holdout: int = setting(0, "keep K more images per class out of training (never the shots) to calibrate the "
+                           "confidences of eval and predict (RUN/split.json val list); 0: none", metavar="K")
     train: TrainConfig = setting(default_factory=TrainConfig, help="training settings")
 
     def __post_init__(self):
@@ -79,6 +85,8 @@ class TrainJob:
             self.validation_classes = (self.validation_classes,)
         if self.validation_every < 0 or self.validation_images < 1:
             raise GcplError("--validation-every must be at least 0 and --validation-images at least 1")
+        if self.holdout < 0:
+            raise GcplError(f"--holdout must be at least 0, got {self.holdout}")
 
 
 def resume_settings(job: TrainJob, given: set[str]) -> TrainJob:
@@ -91,23 +99,38 @@ def resume_settings(job: TrainJob, given: set[str]) -> TrainJob:
     return replace(stored, {**values, "out": job.out, "resume": True})
 
 
+@locked("train")
 def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
+    """Learn one token per class from the images of `job.data` into the run folder `job.out`
+    (see the module docstring for its files); returns the folder. Rerunning the same job resumes
+    it; Ctrl-C finishes the training step in hand, saves a checkpoint and raises Interrupted.
+
+        from gcpl import TrainConfig, TrainJob, train
+
+        run = train(TrainJob(data="images/train", out="runs/mine", model="tiny", shots=4,
+                             train=TrainConfig(template="{} fractal.", init_word="fractal", steps=50)))
+    """
     out = Path(job.out)
     check_template(job.train.template)
-    if (out / "config.json").exists() and not job.resume:
-        raise GcplError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if job.data is None:
+        job = _stored_data(job)
     model_path = resolve_model_path(job.model) if backbone is None else None
     recommended = backbone.recommended if backbone is not None else _recommended(model_path)
     job = TrainJob(**{**job.__dict__, "train": job.train.resolved(recommended)})
     cfg = job.train
     classes, pool = read_samples(job.data, "train")  # check the data before loading a model
     shown = _validation_classes(job, classes)
-    if (out / "config.json").exists():
+    resuming = (out / "config.json").exists()  # rerunning into a run folder resumes it
+    if resuming:
+        command = read_json(out / "config.json").get("command")
+        if command != "train":
+            raise GcplError(f"{out} holds the output of `gcpl {command}`, not a training run; choose another --out")
         check_same_job(out, job, classes, "a training run")
         check_resumable(out / "checkpoint", cfg.steps)
         if (out / "tokens.json").exists() and checkpoint_step(out / "checkpoint") == cfg.steps:
             return out  # finished with these settings: nothing to do
     support = few_shot(pool, job.shots, cfg.seed, job.allow_fewer)
+    held = _holdout(pool, support, job.holdout, cfg.seed)
     _note_bundled_model(job.model, support)
     w = world()
     bb = backbone or load_backbone(job.model, job.device or default_device_name(w), job.dtype, job.compile)
@@ -139,12 +162,12 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
             "classes": classes, "tokens": tokens,
             "skipped_images": [{"path": p, "reason": r} for p, r in skipped], "versions": versions(),
         })
-        Split(classes=classes, train=kept).to_json(out / "split.json")
+        Split(classes=classes, train=kept, val=held).to_json(out / "split.json")
     w.barrier()
     if shown and w.active:
         log.warning("validation images are not drawn in multi-process runs (--validation-every ignored)")
     hook = _validation_hook(job, bb, classes, shown, out, size) if shown and not w.active else None
-    state = run_training(trainer, out, resume=job.resume, progress=progress and w.is_main, tag=tag, after_step=hook)
+    state = run_training(trainer, out, resume=resuming, progress=progress and w.is_main, tag=tag, after_step=hook)
     if w.is_main or (w.active and cfg.method == "gcpl"):
         save_embeddings(out, my_tokens, state.vectors)
     w.barrier()
@@ -153,6 +176,32 @@ def train(job: TrainJob, progress: bool = True, backbone=None) -> Path:
         _loss_curve(out, cfg)
     w.barrier()
     return out
+
+
+def _stored_data(job: TrainJob) -> TrainJob:
+    """A job without data: the data of the run it resumes (`--resume`), else a one-line error."""
+    stored = stored_settings(job.out, TrainJob) if job.resume else None
+    if stored is None or not stored.data:
+        where = f"; {job.out} holds no run to resume" if job.resume else " (or --resume to continue a run)"
+        raise GcplError(f"give the training data: a folder with one subfolder per class, or a split JSON{where}")
+    return TrainJob(**{**job.__dict__, "data": stored.data})
+
+
+def _holdout(pool: list[Sample], support: list[Sample], k: int, seed: int) -> list[Sample]:
+    """k images per class that are not shots (the same seeded per-class draw as the shots, from
+    what the shots left), for calibration; a class with fewer left is refused with one line."""
+    if k == 0:
+        return []
+    taken = {s.path for s in support}
+    rest = [s for s in pool if s.path not in taken]
+    short = sorted({s.class_name for s in pool} - {s.class_name for s in rest})
+    if short:
+        raise GcplError(f"--holdout {k}: class {short[0]!r} has no image left after its shots; lower --shots or "
+                        "--holdout, or give --calibration-data to eval and predict instead")
+    try:
+        return few_shot(rest, k, seed + 1)
+    except GcplError as e:
+        raise GcplError(f"--holdout {k}: {e}") from None
 
 
 def _validation_classes(job: TrainJob, classes: list[str]) -> list[str]:

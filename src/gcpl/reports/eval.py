@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..calibration import calibration_report
 from ..io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from ..metrics import compute_metrics
 
@@ -34,19 +35,43 @@ def summarize(out: str | Path, classes: list[str]) -> dict:
     m["classes"] = classes
     m["skipped_images"] = len(skipped)
     m["unet_calls_per_image"] = (sum(r.get("unet_calls", 0) for r in scored) / len(scored)) if scored else 0
+    if scored and all("confidence" in r for r in scored):  # calibrated on held-out images (gcpl.calibration)
+        m["calibration"] = calibration_report(scored)
     write_json(out / "results.json", m)
-    atomic_write_text(out / "results.md", results_markdown(m))
+    plotted = False
     if "confusion_matrix" in m:
         try:
             from .plots import confusion_png
 
             confusion_png(m["confusion_matrix"], classes, out / "confusion.png")
+            plotted = True
         except ImportError:
             pass
+    atomic_write_text(out / "results.md", results_markdown(m, confusion_png=plotted))
     return m
 
 
-def results_markdown(m: dict) -> str:
+#: results.md shows the confusion matrix as a table up to this many classes, else links confusion.png
+TABLE_CLASSES = 20
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def confusion_markdown(matrix: list[list[int]], classes: list[str]) -> list[str]:
+    """A confusion matrix as Markdown table lines: a row per true class that has test images (as
+    the per-class table), a column per class that can be predicted (every class)."""
+    lines = ["| true \\ predicted | " + " | ".join(_cell(c) for c in classes) + " |",
+             "|---|" + "---:|" * len(classes)]
+    lines += [f"| {_cell(c)} | " + " | ".join(str(n) for n in row) + " |"
+              for c, row in zip(classes, matrix) if sum(row) > 0]
+    return lines
+
+
+def results_markdown(m: dict, confusion_png: bool = True) -> str:
+    """results.md: the metrics, per-class accuracy, and the confusion matrix (a table up to
+    TABLE_CLASSES classes; above that a link to confusion.png when it was drawn)."""
     if not m.get("n_images"):
         return (f"# Results\n\nNo image was scored (skipped unreadable: {m.get('skipped_images', 0)}).\n")
     n_classes = len(m["classes"])
@@ -58,6 +83,10 @@ def results_markdown(m: dict) -> str:
               f"- macro-F1: {100 * m['macro_f1']:.2f}%"]
     if m.get("unet_calls_per_image"):
         lines.append(f"- UNet calls per image: {m['unet_calls_per_image']:.1f}")
+    if m.get("calibration"):
+        c = m["calibration"]
+        lines.append(f"- confidence: mean {100 * c['mean_confidence']:.1f}%, expected calibration error "
+                     f"{c['ece']:.3f} (10 equal-width bins; the temperature fitted on held-out images)")
     support = [sum(row) for row in m["confusion_matrix"]]
     lines += ["", "| class | test images | accuracy |", "|---|---|---|"]
     lines += [f"| {c} | {n} | {100 * a:.1f}% |"
@@ -65,4 +94,11 @@ def results_markdown(m: dict) -> str:
     absent = n_classes - sum(1 for n in support if n > 0)
     if absent:
         lines += ["", f"{absent} learned class(es) have no test image and are not listed."]
+    if n_classes <= TABLE_CLASSES:
+        lines += ["", "## Confusion matrix", "", *confusion_markdown(m["confusion_matrix"], m["classes"])]
+    elif confusion_png:
+        lines += ["", f"Confusion matrix ({n_classes} classes): [confusion.png](confusion.png)"]
+    else:
+        lines += ["", f"Confusion matrix ({n_classes} classes): in results.json (`confusion_matrix`); install "
+                  "matplotlib (the [plots] extra) for confusion.png"]
     return "\n".join(lines) + "\n"

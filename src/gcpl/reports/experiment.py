@@ -3,7 +3,8 @@
 A run is finished when its eval/results.json exists (evaluate writes it last, atomically).
 Writes into the experiment folder:
     summary.md              top-1 and mean per-class accuracy, mean ± std over seeds, per method x
-                            shots (the layout of the paper's Table 2), every run, missing runs
+                            shots (the layout of the paper's Table 2), the CLIP methods' settings
+                            with their sources and what each validated on, every run, missing runs
     summary.csv             one row per (method, shots): seeds, mean and std of each metric in %
     accuracy_vs_shots.png   top-1 vs shots, one line per method with std error bars, zero-shot as a
                             horizontal line with a ±std band (the paper's Figure 3); needs matplotlib
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import statistics
 from dataclasses import dataclass
@@ -260,6 +262,7 @@ def summary_markdown(rows: list[dict], runs: list[RunResult], exp: dict | None, 
     lines += _wide_table(rows, shots, "top1") + foot
     lines += ["## Mean per-class accuracy (%) by shots", ""]
     lines += _wide_table(rows, shots, "mean_per_class_acc") + foot
+    lines += clip_settings_markdown(runs)
     lines += ["## Runs", "", "| method | shots | seed | top-1 (%) | mean per-class acc. (%) | images | files |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -271,6 +274,57 @@ def summary_markdown(rows: list[dict], runs: list[RunResult], exp: dict | None, 
     if missing:
         lines += ["", "## Missing runs", "", ", ".join(f"{m}/shots{k}/seed{s}" for m, k, s in missing)]
     return "\n".join(lines) + "\n"
+
+
+def _shots(ks) -> str:
+    ks = sorted(ks)
+    return f"shot{'s' if len(ks) > 1 or ks[0] != 1 else ''} {', '.join(map(str, ks))}"
+
+
+def clip_settings_markdown(runs: list[RunResult]) -> list[str]:
+    """Per CLIP method of the finished runs: what it validated on, and every setting of the
+    official table (gcpl.clip.official) with its value and source as each run's eval/config.json
+    records them (a value that differs by shot count once per value)."""
+    methods: dict[str, dict] = {}
+    for r in runs:
+        if r.method not in METHODS or METHODS[r.method].family != "clip":
+            continue
+        try:
+            cfg = read_json(r.folder / "eval" / "config.json")
+        except (OSError, ValueError):
+            continue
+        m = methods.setdefault(r.method, {"settings": {}, "validation": {}})
+        for dest, rec in (cfg.get("official") or {}).items():
+            key = (json.dumps(rec.get("value")), rec.get("source", ""))
+            m["settings"].setdefault(dest, {}).setdefault(key, set()).add(r.shots)
+        v = cfg.get("validation") or {}
+        if v.get("on"):
+            m["validation"].setdefault(v["on"], {}).setdefault(r.shots, set()).add(int(v.get("images", 0)))
+    if not methods:
+        return []
+    lines = ["## CLIP methods: settings and validation", "",
+             "Each CLIP method runs with its official code's settings for the dataset (gcpl.clip.official; "
+             "docs/CLIP.md gives the table). A source is the official file and line, `gcpl:` where the official "
+             "code never configured the dataset, or `given` for a command-line option. No method validates on test "
+             "images.", ""]
+    for method in sorted(methods, key=lambda m: (_order(m), m)):
+        m = methods[method]
+        lines += [f"### {METHODS[method].label}", ""]
+        for on, by_shots in m["validation"].items():
+            counts = sorted({n for ns in by_shots.values() for n in ns})
+            images = "" if counts == [0] else f": {counts[0]}" + (f"-{counts[-1]}" if len(counts) > 1 else "") + " images"
+            lines.append(f"- validated on: {on}{images} ({_shots(by_shots)})")
+        if m["settings"]:
+            lines += ["", "| option | value | source |", "|---|---|---|"]
+            for dest, values in m["settings"].items():
+                option = "--" + dest.rstrip("_").replace("_", "-")
+                for (value, source), ks in values.items():
+                    shown = json.loads(value)
+                    shown = ", ".join(map(str, shown)) if isinstance(shown, list) else "''" if shown == "" else shown
+                    at = f" ({_shots(ks)})" if len(values) > 1 else ""
+                    lines.append(f"| `{option}` | `{shown}`{at} | {source} |")
+        lines.append("")
+    return lines
 
 
 def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:

@@ -80,3 +80,19 @@ def loss_curve_png(rows: list[dict], path: str | Path, title: str = "Training lo
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def reliability_png(bins: dict[str, list[dict]], path: str | Path, title: str = "Reliability") -> None:
+    """One reliability diagram per method: accuracy against mean confidence of each confidence bin
+    (gcpl.metrics.calibration_bins), the diagonal is perfect calibration."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, rows in bins.items():
+        ax.plot([b["confidence"] for b in rows], [b["accuracy"] for b in rows], marker="o", label=name)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean of the bin)"), ax.set_ylabel("accuracy")
+    ax.set_title(title), ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -51,9 +51,10 @@ def find_file(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | No
     low = name.lower()
     for d in walk_dirs(root, max_depth):
         try:
-            for e in os.scandir(d):
-                if e.name.lower() == low and e.is_file():
-                    return Path(e.path)
+            with os.scandir(d) as entries:
+                for e in entries:
+                    if e.name.lower() == low and e.is_file():
+                        return Path(e.path)
         except OSError:
             continue
     return None
