@@ -32,20 +32,19 @@ official values are filled in) or other classes is refused with a one-line error
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..data.splits import Sample, Split, few_shot
 from ..errors import GcplError
-from ..io import append_jsonl, atomic_write_text, read_json, read_jsonl, write_json
+from ..io import read_json, resume_jsonl, write_json
 from ..method_registry import METHODS
 from ..reports.eval import summarize
 from ..runs import check_same_job, versions
+from ..scoring import Item, score_into
 from ..settings import flat
 from .base import Support
 from .config import ClipJob, job_identity, upgrade_settings
@@ -142,33 +141,23 @@ def run_clip(job: ClipJob, progress: bool = True, clip: Clip | None = None) -> d
 
 
 def _evaluate(method, job: ClipJob, classes: list[str], test: list[Sample], out: Path, progress: bool) -> None:
+    """The test images into predictions.jsonl through gcpl.scoring (resumable, Ctrl-C safe)."""
     pred_file = out / "predictions.jsonl"
-    records = read_jsonl(pred_file)
-    done = {r["index"] for r in records}
-    if pred_file.exists():
-        text = pred_file.read_text()
-        if len(records) != len(text.splitlines()) or (text and not text.endswith("\n")):
-            # a torn last line from a crash: keep the whole records only, then append after them
-            atomic_write_text(pred_file, "".join(json.dumps(r) + "\n" for r in records))
-    todo = [i for i in range(len(test)) if i not in done]
-    bar = tqdm(total=len(test), initial=len(test) - len(todo), desc=f"eval {job.method}", unit="img",
-               disable=not progress)
-    for j in range(0, len(todo), job.eval_batch):
-        chunk = todo[j : j + job.eval_batch]
-        pixels, kept, skipped = eval_batch([test[i].path for i in chunk], method.clip.spec, job.strict)
-        unread = [i for k, i in enumerate(chunk) if k not in set(kept)]
-        for i, (path, reason) in zip(unread, skipped):
-            append_jsonl(pred_file, {"index": i, "path": path, "skipped": reason})
-        if kept:
-            logits = method.logits(pixels).float().cpu()
-            for k, row in zip(kept, logits):
-                i = chunk[k]
-                s = test[i]
-                ranking = torch.argsort(row, descending=True, stable=True).tolist()
-                append_jsonl(pred_file, {
-                    "index": i, "path": s.path, "label": s.label, "class_name": s.class_name,
-                    "pred": ranking[0], "pred_name": classes[ranking[0]], "top5": ranking[:5], "ranking": ranking,
-                    "logits": {c: float(v) for c, v in zip(classes, row.tolist())},
-                })
-        bar.update(len(chunk))
-    bar.close()
+    done = {r["index"] for r in resume_jsonl(pred_file)}
+    todo = [Item(i, test[i].path) for i in range(len(test)) if i not in done]
+
+    def read(paths):
+        return eval_batch(paths, method.clip.spec, job.strict)
+
+    def score(pixels, items):
+        records = []
+        for it, row in zip(items, method.logits(pixels).float().cpu()):
+            s = test[it.index]
+            ranking = torch.argsort(row, descending=True, stable=True).tolist()
+            records.append({"label": s.label, "class_name": s.class_name, "pred": ranking[0],
+                            "pred_name": classes[ranking[0]], "top5": ranking[:5], "ranking": ranking,
+                            "logits": {c: float(v) for c, v in zip(classes, row.tolist())}})
+        return records
+
+    score_into(pred_file, todo, read, score, chunk=job.eval_batch, total=len(test), done=len(test) - len(todo),
+               desc=f"eval {job.method}", progress=progress)
