@@ -52,10 +52,11 @@ def parse_race(s: str) -> tuple[str, dict]:
 
 
 def parse_stages(s: str) -> tuple[str, tuple, tuple, str]:
-    """'n1,n2:k1,k2' (nested), 'li/...' (Li et al.'s spacing) or 'ranked/...' (support-ranked strata)."""
+    """'n1,n2:k1,k2' (nested), 'li/...' (Li et al.'s spacing), 'ranked/...' (support-ranked strata) or
+    'spread/...' (the same strata without the evidence: evenly spread, van der Corput order)."""
     spacing, _, rest = s.rpartition("/")
     spacing = spacing or "nested"
-    if spacing not in ("nested", "li", "ranked"):
+    if spacing not in ("nested", "li", "ranked", "spread"):
         raise argparse.ArgumentTypeError(f"--stages {s!r}: unknown spacing {spacing!r}")
     n, k = rest.split(":")
     return s, C.ints(n), C.ints(k), spacing
@@ -89,11 +90,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_images(a, bb, classes):
-    """(keys of the chosen images, their latents, labels in `classes`): the --part list in the
-    seeded order (the images of --first's classes before the others), then --skip/--limit."""
+def ordered_samples(a):
+    """(samples, their keys): the --part list in the seeded order (the images of --first's classes
+    before the others), then --skip/--limit; a key is the path relative to the data's folder."""
     from gcpl.data.splits import read_samples
-    from gcpl.latents import encode_files
 
     _, samples = read_samples(a.data, a.part)
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(a.order_seed)).tolist()
@@ -105,7 +105,14 @@ def load_images(a, bb, classes):
     end = len(samples) if a.limit is None else a.skip + a.limit
     samples = samples[a.skip : end]
     root = Path(a.data).resolve().parent if Path(a.data).suffix == ".json" else Path(a.data).resolve()
-    keys = [_rel(s.path, root) for s in samples]
+    return samples, [_rel(s.path, root) for s in samples]
+
+
+def load_images(a, bb, classes):
+    """(keys of the chosen images (ordered_samples), their latents, labels in `classes`)."""
+    from gcpl.latents import encode_files
+
+    samples, keys = ordered_samples(a)
     stats, kept, _ = encode_files(bb.vae, [s.path for s in samples], bb.resolution)
     if len(kept) != len(samples):
         raise SystemExit("some images could not be read")
@@ -170,7 +177,8 @@ def main(argv=None) -> dict:
         o = {k: (bool(v) if k == "spend" else v) for k, v in o.items()}
         specs.append((f"race {name}", dict(cfg_kw, spacing="race"), o, use_ev))
     for label, n, k, spacing in a.stages:
-        specs.append((f"stages {label}", dict(n_samples=n, keep=k, spacing=spacing), {}, (True, True)))
+        specs.append((f"stages {label}", dict(n_samples=n, keep=k, spacing="ranked" if spacing == "spread" else spacing),
+                      {}, (spacing != "spread", True)))
     if a.gcpl_default:
         n, k = ClassifyConfig(spacing="nested").schedule(n_cls)
         specs.append((f"nested default ({','.join(map(str, n))}:{','.join(map(str, k))})", dict(spacing="nested"), {},

@@ -125,19 +125,17 @@ def fill(a) -> None:
 def dense(a):
     """(E (images, classes, strata), labels, the run's evidence) from a filled cache: the errors of
     the strata centres, in stratum order."""
+    from racing import ordered_samples
+
     from gcpl.classify import POOL, STRATA, stage_subset
-    from gcpl.data.splits import read_samples
     from gcpl.evidence import Evidence
     from gcpl.io import read_json
 
     stored = torch.load(Path(a.cache) / f"errors-seed{a.seed}.pt", weights_only=False)
     run_classes = [r["class_name"] for r in read_json(Path(a.run) / "tokens.json")["classes"]]
-    _, samples = read_samples(a.data, a.part)
-    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(a.order_seed)).tolist()
-    samples = [samples[i] for i in order][a.skip : a.skip + (a.limit or len(samples))]
-    root = Path(a.data).resolve().parent
+    samples, keys = ordered_samples(a)
     index = {k: i for i, k in enumerate(stored["keys"])}
-    rows = [index[str(Path(s.path).resolve().relative_to(root))] for s in samples]
+    rows = [index[k] for k in keys]
     members = stage_subset(POOL, STRATA)
     E = stored["errors"][rows][:, :, members].double()
     if E.isnan().any():
@@ -200,8 +198,10 @@ def grid(a) -> None:
                 print(f"  {key} = {v:2d}, {name}: mean top-1 {sum(accs) / len(accs):.1f}% over {len(accs)} schedules")
     for n1 in (1, 2, 3, 4, 6, 8):
         s = (E[:, :, order[:n1]] * w[order[:n1]]).sum(-1)
-        rec = [float((s.topk(k, largest=False).indices == y[:, None]).any(1).double().mean()) for k in (5, 10, 15, 20)]
-        print(f"  recall of the true class after {n1} pairs: top-5/10/15/20 " + " / ".join(f"{100 * r:.0f}%" for r in rec))
+        ks = [k for k in (5, 10, 15, 20) if k < nc] or [1]
+        rec = [float((s.topk(k, largest=False).indices == y[:, None]).any(1).double().mean()) for k in ks]
+        print(f"  recall of the true class after {n1} pairs: top-{'/'.join(map(str, ks))} "
+              + " / ".join(f"{100 * r:.0f}%" for r in rec))
     full = {name: 100 * replay_stages(E, y, order, ww, ((len(order), 1),))[0] for name, ww in weights.items()}
     print(f"  every class on every ranked stratum ({len(order) * nc} calls): weighted {full['weighted']:.1f}%, "
           f"equal {full['equal']:.1f}%")

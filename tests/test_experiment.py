@@ -37,7 +37,7 @@ def _cfg(model, root, out, **kw) -> ExperimentConfig:
                 run=RunSettings(model=str(model), device="cpu", limit=4),
                 gcpl=TrainConfig(steps=2, batch=2, checkpoint_every=1),
                 comple=TrainConfig(method="comple", steps=2, batch=2, checkpoint_every=1),
-                classify=ClassifyConfig(n_samples=(2,), keep=(1,)))
+                classify=ClassifyConfig(n_samples=(2,), keep=(1,), spacing="nested"))
     return ExperimentConfig(**{**base, **kw})
 
 

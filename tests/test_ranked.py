@@ -91,3 +91,27 @@ def test_without_evidence_ranked_strata_are_evenly_spread():
     s = POOL // STRATA
     assert [k // s for k in clf._order[:STRATA]] == nested_order(STRATA)
     assert ClassifyConfig(spacing="ranked").describe(10)["strata"] == STRATA
+
+
+def test_auto_is_ranked_for_learned_tokens_and_nested_otherwise():
+    auto = ClassifyConfig()
+    assert auto.spacing == "auto"
+    assert auto.resolved(trained=True).spacing == "ranked"
+    assert auto.resolved(trained=False).spacing == "nested"  # zero-shot: no support set to rank with
+    staged = ClassifyConfig(n_samples=(4, 8), keep=(3, 1))
+    assert staged.resolved(trained=True).spacing == "nested"  # explicit stages keep their meaning
+    assert ClassifyConfig(spacing="li").resolved(trained=True).spacing == "li"
+
+
+def test_eval_of_a_trained_run_uses_ranked_stages_by_default(tiny_run, tiny_model_dir, tmp_path):
+    import json
+
+    from gcpl.cli import main
+
+    out = tmp_path / "e"
+    assert main(["eval", str(tiny_run.parent / "data"), "--run-dir", str(tiny_run), "--out", str(out),
+                 "--model", str(tiny_model_dir), "--evidence-shots", "1"]) == 0
+    schedule = json.loads((out / "config.json").read_text())["schedule"]
+    assert schedule["spacing"] == "ranked" and (schedule["n_samples"], schedule["keep"]) == (
+        list(ranked_schedule(3)[0]), list(ranked_schedule(3)[1]))
+    assert "learned on the support set" in schedule["evidence"] and (tiny_run / "classifier_evidence.json").exists()

@@ -78,7 +78,8 @@ class DemoConfig:
         method="comple", template=TEMPLATE, init_word=INIT_WORD, steps=300, lr=5e-3, batch=10, groups=4), cli=False,
         help="CoMPLe training of the demo")
     # nested stages: 8 timesteps for every class, 32 for the best 4, 96 for the best 2 (304 calls)
-    classify: ClassifyConfig = setting(default_factory=lambda: ClassifyConfig(n_samples=(8, 32, 96), keep=(4, 2, 1)),
+    classify: ClassifyConfig = setting(default_factory=lambda: ClassifyConfig(n_samples=(8, 32, 96), keep=(4, 2, 1),
+                                                                               spacing="nested"),
                                        cli=False, help="the demo's classifier")
 
     def __post_init__(self):

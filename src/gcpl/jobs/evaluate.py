@@ -122,9 +122,10 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     if (out / "config.json").exists():
         check_same_job(out, job, classes, "an evaluation", run_tokens=digest)
     latent_shape = (bb.latent_channels, size // bb.vae_scale, size // bb.vae_scale)
-    clf = DiffusionClassifier(bb, embeds, job.classify, latent_shape)
-    schedule = job.classify.describe(len(classes))
-    if run is not None and job.classify.uses_evidence:
+    ccfg = job.classify.resolved(trained=run is not None)  # `auto`: ranked stages for learned tokens
+    clf = DiffusionClassifier(bb, embeds, ccfg, latent_shape)
+    schedule = ccfg.describe(len(classes))
+    if run is not None and ccfg.uses_evidence:
         # learned once on the support set by the main process, stored in the run folder, read by the others
         evidence = load_or_learn_evidence(run, clf, classes, size, log=log.info) if w.is_main else None
         w.barrier()
@@ -133,7 +134,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
         clf.use_evidence(evidence)
         schedule["evidence"] = (f"{run.folder / EVIDENCE_FILE} (learned on the support set)" if evidence
                                 else "none (--evidence-shots 0: timesteps evenly spread, equal weights)")
-    elif job.classify.uses_evidence:
+    elif ccfg.uses_evidence:
         schedule["evidence"] = "none (zero-shot has no support set: timesteps evenly spread, equal weights)"
     if job.calibrate:
         _calibrate(clf, job, run, bb, classes, size)

@@ -205,9 +205,10 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
                                    job.compile)
     embeds, template = _class_embeddings(job, run, bb, classes)
     size = run.resolution_for(job.resolution, bb) if run is not None else job.resolution or bb.resolution
-    clf = DiffusionClassifier(bb, embeds, job.classify, (bb.latent_channels, size // bb.vae_scale,
+    ccfg = job.classify.resolved(trained=run is not None)  # `auto`: ranked stages for learned tokens
+    clf = DiffusionClassifier(bb, embeds, ccfg, (bb.latent_channels, size // bb.vae_scale,
                                                          size // bb.vae_scale))
-    if run is not None and job.classify.uses_evidence:
+    if run is not None and ccfg.uses_evidence:
         clf.use_evidence(load_or_learn_evidence(run, clf, classes, size))
     if stored is None:
         temperature = _temperature(job, run, clf, bb, classes, size)
@@ -217,7 +218,7 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
             "classes": classes, "template": template, "resolution": size, "temperature": temperature,
             "confidence": "softmax of -(mean error) / temperature over the classes, errors made non-decreasing "
                           "along the classifier's ranking (gcpl.confidence)",
-            "classifier": job.classify.describe(len(classes)), "model": bb.describe(), "versions": versions(),
+            "classifier": ccfg.describe(len(classes)), "model": bb.describe(), "versions": versions(),
         })
     else:
         temperature = stored["temperature"]

@@ -153,7 +153,12 @@ PRESET_NOTES = {
 def classifier_note(s: dict) -> str:
     """Which classifier produced an experiment's numbers, from its settings."""
     spacing = s.get("spacing") or "nested"
+    if spacing == "auto":  # what `auto` resolves to for the trained methods' tokens
+        spacing = "ranked" if s.get("n_samples") is None and s.get("keep") is None else "nested"
     if s.get("n_samples") is None and s.get("keep") is None:
+        if spacing == "ranked":
+            return ("gcpl's ranked stages: timestep strata in the order the support set ranks them "
+                    "(gcpl.classify.ranked_schedule; a tenth of Li et al.'s calls at 100 classes)")
         if spacing == "li":
             return "Li et al.'s adaptive schedule (Flowers: 20,50,100,500 (t, noise) pairs, keep 20,10,5,1)"
         if spacing == "race":
@@ -327,45 +332,10 @@ def clip_settings_markdown(runs: list[RunResult]) -> list[str]:
     return lines
 
 
-def accuracy_plot(rows: list[dict], path: Path, title: str = "") -> None:
-    """Top-1 vs shots (Figure 3 layout): trained methods as lines with std error bars, zero-shot flat."""
-    from .plots import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    draw_accuracy(ax, rows, title or "Top-1 accuracy vs shots (mean ± std over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def draw_accuracy(ax, rows: list[dict], title: str, fontsize: int = 10) -> None:
-    """One accuracy-vs-shots panel on `ax` from (method, shots) rows with top1_mean / top1_std."""
-    trained = sorted({r["method"] for r in rows if uses_shots(r["method"])}, key=lambda m: (_order(m), m))
-    xs = sorted({r["shots"] for r in rows if uses_shots(r["method"])})
-    for m in trained:
-        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["shots"])
-        ax.errorbar([r["shots"] for r in pts], [r["top1_mean"] for r in pts],
-                    yerr=[r["top1_std"] or 0.0 for r in pts], marker="o", capsize=4, label=LABELS.get(m, m))
-    flat = [r for r in rows if not uses_shots(r["method"])]
-    for r, style in zip(flat, ("--", ":", "-.", (0, (5, 1)))):
-        mean, std = r["top1_mean"], r["top1_std"] or 0.0
-        line = ax.axhline(mean, linestyle=style, color="tab:gray" if len(flat) == 1 else None,
-                          label=LABELS.get(r["method"], r["method"]) + (" (band: ± std)" if std else ""))
-        if std:
-            ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
-    if xs:
-        if len(xs) > 1 and xs[0] > 0:
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.minorticks_off()
-    lo, hi = ax.get_ylim()
-    ax.set_ylim(max(lo, -2.0), min(hi, 102.0))  # error bars of accuracies may reach past 0 or 100
-    ax.set_xlabel("shots (training images per class)", fontsize=fontsize)
-    ax.set_ylabel("top-1 accuracy (%)", fontsize=fontsize)
-    ax.set_title(title, fontsize=fontsize)
-    ax.grid(True, alpha=0.3)
+def plot_methods(rows: list[dict]) -> dict:
+    """Method -> (legend label, uses shots) of the rows' methods, in table order (for reports.plots)."""
+    names = sorted({r["method"] for r in rows}, key=lambda m: (_order(m), m))
+    return {m: (LABELS.get(m, m), uses_shots(m)) for m in names}
 
 
 def summarize_experiment(out: str | Path) -> dict:
@@ -387,8 +357,10 @@ def summarize_experiment(out: str | Path) -> dict:
     files = [out / "summary.md", out / "summary.csv"]
     if rows:
         try:
+            from .plots import accuracy_plot
+
             ds = (exp or {}).get("settings", {}).get("dataset")
-            accuracy_plot(rows, out / "accuracy_vs_shots.png",
+            accuracy_plot(rows, out / "accuracy_vs_shots.png", plot_methods(rows),
                           f"{ds}: top-1 vs shots (mean ± std over seeds)" if ds else "")
             files.append(out / "accuracy_vs_shots.png")
         except ImportError:
