@@ -25,7 +25,8 @@ from pathlib import Path
 from ..errors import GcplError
 from ..io import atomic_write_text, read_json
 from ..methods import order, uses_shots
-from .experiment import LABELS, aggregate, draw_accuracy, find_runs, summarize_experiment
+from .experiment import LABELS, aggregate, find_runs, plot_methods, summarize_experiment
+from .plots import draw_accuracy
 
 
 @dataclass
@@ -137,7 +138,7 @@ def figure(datasets: list[DatasetResults], path: Path) -> None:
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
     for ax, (title, rows) in zip(axes.flat, panels):
         if rows:
-            draw_accuracy(ax, rows, title, fontsize=8)
+            draw_accuracy(ax, rows, plot_methods(rows), title, fontsize=8)
         else:
             ax.set_title(f"{title} (no complete runs)", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:

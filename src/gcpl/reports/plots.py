@@ -96,3 +96,46 @@ def reliability_png(bins: dict[str, list[dict]], path: str | Path, title: str = 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def accuracy_plot(rows: list[dict], path: Path, methods: dict, title: str = "") -> None:
+    """Top-1 vs shots (Figure 3 layout): trained methods as lines with std error bars, zero-shot flat."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw_accuracy(ax, rows, methods, title or "Top-1 accuracy vs shots (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_accuracy(ax, rows: list[dict], methods: dict, title: str, fontsize: int = 10) -> None:
+    """One accuracy-vs-shots panel on `ax` from (method, shots) rows with top1_mean / top1_std;
+    methods: name -> (legend label, uses shots), in table order (gcpl.reports.experiment.plot_methods)."""
+    def uses_shots(m):
+        return methods.get(m, (m, True))[1]
+
+    trained = [m for m in methods if uses_shots(m) and any(r["method"] == m for r in rows)]
+    xs = sorted({r["shots"] for r in rows if uses_shots(r["method"])})
+    for m in trained:
+        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["shots"])
+        ax.errorbar([r["shots"] for r in pts], [r["top1_mean"] for r in pts],
+                    yerr=[r["top1_std"] or 0.0 for r in pts], marker="o", capsize=4, label=methods.get(m, (m,))[0])
+    flat = [r for r in rows if not uses_shots(r["method"])]
+    for r, style in zip(flat, ("--", ":", "-.", (0, (5, 1)))):
+        mean, std = r["top1_mean"], r["top1_std"] or 0.0
+        line = ax.axhline(mean, linestyle=style, color="tab:gray" if len(flat) == 1 else None,
+                          label=methods.get(r["method"], (r["method"],))[0] + (" (band: ± std)" if std else ""))
+        if std:
+            ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+    if xs:
+        if len(xs) > 1 and xs[0] > 0:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, -2.0), min(hi, 102.0))  # error bars of accuracies may reach past 0 or 100
+    ax.set_xlabel("shots (training images per class)", fontsize=fontsize)
+    ax.set_ylabel("top-1 accuracy (%)", fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize)
+    ax.grid(True, alpha=0.3)
