@@ -123,3 +123,23 @@ def test_oom_retry_halves_the_batch(tmp_path):
     assert tried == [64, 32, 16, 8]
     with pytest.raises(ValueError):
         g.with_oom_retry(bench, "classify", 4, lambda b: (_ for _ in ()).throw(ValueError("other")), torch.device("cpu"))
+
+
+def test_replay_fill_grid_and_racing_rows_on_a_tiny_run(tiny_run, tmp_path, capsys):
+    """bench/replay.py fills the dense tensor (images x classes x the 40 strata centres) and replays
+    ranked schedules from it; bench/racing.py scores the ranked and nested defaults from the same
+    cache, the ranked row computing nothing the fill already holds."""
+    racing, replay = _load("racing"), _load("replay")
+    data, cache = str(tiny_run.parent / "data"), str(tmp_path / "cache")
+    replay.main(["fill", "--run", str(tiny_run), "--data", data, "--part", "test", "--limit", "2",
+                 "--cache", cache])
+    r = racing.main(["--run", str(tiny_run), "--data", data, "--part", "test", "--limit", "2", "--seeds", "0",
+                     "--ranked", "--gcpl-default", "--stages", "ranked/3,12:2,1", "--cache", cache])
+    rows = {row["name"].split(" (")[0]: row for row in r["table"]}
+    assert rows["stages ranked/3,12:2,1"]["calls_per_image"] == 3 * 3 + 2 * 9
+    assert set(rows) >= {"ranked default", "nested default"}
+    capsys.readouterr()
+    replay.main(["grid", "--run", str(tiny_run), "--data", data, "--part", "test", "--limit", "2",
+                 "--cache", cache, "--budget", "60", "--top", "3"])
+    out = capsys.readouterr().out
+    assert "2 images, 3 classes, 40 strata; budget 60" in out and "recall of the true class" in out
