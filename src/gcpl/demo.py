@@ -168,10 +168,11 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log=print) -> dict:
         + (f" in {min(cfg.workers, len(methods))} processes" if cfg.workers > 1 and len(methods) > 1 else "")
         + " (each line below is one finished method)")
     if cfg.workers > 1 and len(methods) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        from .workers import worker_pool
+
+        with worker_pool(cfg.workers) as pool:
             futures = [pool.submit(_run_method, cfg, m, str(split_file), None, False, calib_file) for m in methods]
             for f in as_completed(futures):
                 finished(*f.result())
@@ -303,9 +304,9 @@ def report_markdown(summary: dict, confusion: bool = True, reliability: bool = F
 
 
 _CALIBRATED = (
-    "Confidence: the probability of the predicted class, a softmax over the classes' negative mean "
-    "denoising errors whose temperature was fitted on {k} further rendered images per class (never a "
-    "train or test image); ECE: expected calibration error on the test images (10 equal-width bins; 0 "
+    "Confidence: the probability that the prediction is right, a logistic function of the relative "
+    "margin between the two best classes' denoising errors, fitted on {k} further rendered images per "
+    "class (never a train or test image); ECE: expected calibration error on the test images (10 equal-width bins; 0 "
     "is perfect).\n\n")
 
 
