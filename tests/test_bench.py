@@ -143,3 +143,40 @@ def test_replay_fill_grid_and_racing_rows_on_a_tiny_run(tiny_run, tmp_path, caps
                  "--cache", cache, "--budget", "60", "--top", "3"])
     out = capsys.readouterr().out
     assert "2 images, 3 classes, 40 strata; budget 60" in out and "recall of the true class" in out
+
+
+def test_calibration_models_on_a_synthetic_demo(tmp_path, capsys):
+    """Cross-validation of the confidence models on cached calibration predictions, and the test
+    ECE next to its noise floor, on a fake demo whose classifier is right exactly when its margin
+    is large: the margin models must beat one temperature there."""
+    import random
+
+    cm = _load("calibration_models")
+    rng = random.Random(0)
+    classes = ["a", "b", "c"]
+    demo = tmp_path / "demo_s0"
+
+    def rows(n):
+        out = []
+        for i in range(n):
+            label = i % 3
+            margin = rng.uniform(0.0, 0.2)
+            right = rng.random() < (0.3 if margin < 0.1 else 0.95)
+            best, second = (label, (label + 1) % 3) if right else ((label + 1) % 3, label)
+            errors = {classes[best]: 1.0, classes[second]: 1.0 + margin}
+            errors[classes[3 - best - second]] = 1.5 + rng.random()
+            ranking = sorted(range(3), key=lambda c: errors[classes[c]])
+            out.append({"label": label, "pred": ranking[0], "ranking": ranking, "errors": errors,
+                        "confidence": 0.9 if margin >= 0.1 else 0.35})
+        return out
+
+    for folder, n in ((demo / "gcpl" / "eval", 120), (tmp_path / "cache" / "demo_s0_gcpl", 200)):
+        folder.mkdir(parents=True)
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(n)))
+    (demo / "gcpl" / "eval" / "config.json").write_text(json.dumps({"classes": classes}))
+    (tmp_path / "cache" / "demo_s0_gcpl" / "results.json").write_text("{}")  # cached: no gcpl eval is run
+    r = cm.main([str(demo), "--methods", "gcpl", "--cache", str(tmp_path / "cache")])
+    assert _last_json(capsys) == json.loads(json.dumps(r))
+    assert r["images"] == 200 and r["models"]["margin"]["log_loss"] < r["models"]["temperature"]["log_loss"]
+    floor = cm.main([str(demo), "--methods", "gcpl", "--test-floor"])["demo_s0/gcpl"]
+    assert 0 <= floor["ece"] <= 1 and 0 < floor["floor_mean"] <= floor["floor_p90"] < 0.2

@@ -1,4 +1,4 @@
-"""Honest confidences: the temperature is fitted on images the tokens were not trained on (never
+"""Honest confidences: the confidence is fitted on images the tokens were not trained on (never
 the support set), stored in the run folder and reused; ECE is the standard definition."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from conftest import make_class_folder
 
 from gcpl.cli import main
-from gcpl.confidence import fit_temperature, probabilities
+from gcpl.confidence import calibrated_probabilities, error_row, fit_margin, margin_confidence, relative_margin
 from gcpl.errors import GcplError
 from gcpl.io import read_jsonl
 from gcpl.metrics import calibration_bins, expected_calibration_error
@@ -27,24 +27,48 @@ def _errors(n: int, n_classes: int, margin: float, noise: float, seed: int):
     return E, y
 
 
+def _margins(E, y):
+    """(relative margins of the two best classes, was the best the true class) of error rows."""
+    ms = [relative_margin({c: float(e) for c, e in enumerate(row)}, row.argsort().tolist()) for row in E]
+    return ms, (E.argmin(1) == y).tolist()
+
+
 def test_a_support_fit_is_near_1_and_a_held_out_fit_is_honest():
-    """Support images (the tokens' training images) are separated perfectly: a temperature fitted
-    on them puts every new image near confidence 1 although the classifier is right ~60% of the
-    time; fitted on held-out images of the same kind as the new ones, the confidence matches the
-    accuracy (ECE small)."""
-    support, ys = _errors(60, 10, margin=1.0, noise=0.02, seed=0)  # memorised: margin >> noise
-    held, yh = _errors(300, 10, margin=0.1, noise=0.05, seed=1)
-    new, yn = _errors(2000, 10, margin=0.1, noise=0.05, seed=2)
+    """Support images (the tokens' training images) are separated perfectly: a confidence fitted
+    on them puts every new image near 1 although the classifier is right ~60% of the time; fitted
+    on held-out images of the same kind as the new ones, the confidence matches the accuracy (ECE
+    small)."""
+    support = _margins(*_errors(60, 10, margin=0.5, noise=0.02, seed=0))  # memorised: margin >> noise
+    held = _margins(*_errors(1000, 10, margin=0.1, noise=0.05, seed=1))
+    new_m, new_hit = _margins(*_errors(2000, 10, margin=0.1, noise=0.05, seed=2))
     conf_new = {}
-    for name, (E, y) in {"support": (support, ys), "held out": (held, yh)}.items():
-        T, _ = fit_temperature(E, y)
-        p = probabilities(new, T)
-        conf, pred = p.max(1)
-        conf_new[name] = (float(conf.mean()), expected_calibration_error(conf.tolist(), (pred == yn).tolist()))
-    acc = float((new.argmin(1) == yn).double().mean())
+    for name, (ms, hits) in {"support": support, "held out": held}.items():
+        slope, intercept, _ = fit_margin(ms, hits)
+        conf = [margin_confidence(m, slope, intercept) for m in new_m]
+        conf_new[name] = (sum(conf) / len(conf), expected_calibration_error(conf, new_hit))
+    acc = sum(new_hit) / len(new_hit)
     assert 0.4 < acc < 0.8
-    assert conf_new["support"][0] > 0.97 and conf_new["support"][1] > 0.2  # over-confident
-    assert abs(conf_new["held out"][0] - acc) < 0.05 and conf_new["held out"][1] < 0.05
+    assert conf_new["support"][0] > 0.95 and conf_new["support"][1] > 0.2  # over-confident
+    assert abs(conf_new["held out"][0] - acc) < 0.03 and conf_new["held out"][1] < 0.1
+
+
+def test_the_confidence_follows_the_finalists_margin_and_the_probabilities_sum_to_1():
+    """Two finalists tied on their shared pairs: about a coin toss; a clear winner: near the held-out
+    rate of such images; the other classes share the rest by their relative scores."""
+    tied = {0: 0.100, 1: 0.1000001, 2: 0.30, 3: 0.30}  # finalists 0 and 1 on the same pairs: a coin toss
+    clear = {0: 0.100, 1: 0.120, 2: 0.30, 3: 0.30}
+    ranking = [0, 1, 2, 3]
+    ms = [relative_margin(tied, ranking), relative_margin(clear, ranking)]
+    assert ms[0] == pytest.approx(1e-6) and ms[1] == pytest.approx(0.2)
+    slope, intercept, _ = fit_margin([1e-6] * 20 + [0.2] * 20, [True, False] * 10 + [True] * 19 + [False])
+    conf = [margin_confidence(m, slope, intercept) for m in ms]
+    assert conf[0] == pytest.approx(0.5, abs=0.05) and conf[1] == pytest.approx(0.95, abs=0.05)  # penalty: shrunk
+    for errors in (tied, clear):
+        row = error_row(errors, ranking, 4)
+        p = calibrated_probabilities(row, 0, relative_margin(errors, ranking), slope, intercept)
+        assert float(p.sum()) == pytest.approx(1.0) and float(p[0]) == pytest.approx(
+            margin_confidence(relative_margin(errors, ranking), slope, intercept))
+        assert float(p[1]) > float(p[2]) == pytest.approx(float(p[3]))
 
 
 def test_ece_equals_scikit_learns_reliability_curve():
@@ -90,15 +114,15 @@ def test_predict_calibrates_on_the_held_out_shots_once(held_run, tiny_model_dir,
     assert main(["predict", str(data), "--run-dir", str(root / "run"), "--out", str(tmp_path / "p1"), *fast]) == 0
     t = json.loads((tmp_path / "p1" / "config.json").read_text())["temperature"]
     assert t["calibrated"] is True and t["n_images"] == 3 and "held-out shots" in t["fitted_on"]
-    assert "fitting the confidence temperature on 3 held-out images" in capsys.readouterr().err
+    assert "fitting the confidence on 3 held-out images" in capsys.readouterr().err
     recs = [r for r in read_jsonl(tmp_path / "p1" / "predictions.jsonl") if "pred" in r]
     assert recs and all(r["calibrated"] is True and 0 < r["confidence"] <= 1 for r in recs)
     stored = json.loads((root / "run" / "calibration.json").read_text())
-    assert len(stored["fits"]) == 1 and stored["fits"][0]["temperature"] == t["value"]
+    assert len(stored["fits"]) == 1 and stored["fits"][0]["slope"] == t["slope"] and t["value"] is None
     # another predict with the same classifier reuses the stored fit: no calibration image is scored
-    monkeypatch.setattr(gcpl.calibration, "score_errors", lambda *a, **k: pytest.fail("refitted"))
+    monkeypatch.setattr(gcpl.calibration, "score_margins", lambda *a, **k: pytest.fail("refitted"))
     assert main(["predict", str(data), "--run-dir", str(root / "run"), "--out", str(tmp_path / "p2"), *fast]) == 0
-    assert json.loads((tmp_path / "p2" / "config.json").read_text())["temperature"]["value"] == t["value"]
+    assert json.loads((tmp_path / "p2" / "config.json").read_text())["temperature"]["intercept"] == t["intercept"]
 
 
 def test_calibration_images_must_not_be_training_images(held_run, tiny_model_dir, tmp_path, capsys):
@@ -118,7 +142,8 @@ def test_eval_reports_ece_with_held_out_images(held_run, tiny_model_dir, tmp_pat
     c = m["calibration"]
     assert c["n_images"] == m["n_images"] == 12 and 0 <= c["ece"] <= 1 and sum(b["n"] for b in c["bins"]) == 12
     assert "expected calibration error" in (tmp_path / "e" / "results.md").read_text()
-    assert math.isfinite(json.loads((tmp_path / "e" / "config.json").read_text())["calibration"]["temperature"])
+    fit = json.loads((tmp_path / "e" / "config.json").read_text())["calibration"]
+    assert math.isfinite(fit["slope"]) and math.isfinite(fit["intercept"]) and fit["n_images"] == 3
 
 
 def test_holdout_needs_images_left_after_the_shots(tiny_model_dir, tmp_path, capsys):

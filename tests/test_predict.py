@@ -1,6 +1,6 @@
 """`gcpl predict` through `gcpl.cli.main`: a trained tiny run over nested folders, a loose file
 and an unreadable file; the CSV/JSONL; resume after a torn line; Ctrl-C; zero-shot; the
-temperature fit on a known answer; one-line errors."""
+confidence fit on a known answer; one-line errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from conftest import make_class_folder
 
 from gcpl.cli import main
-from gcpl.confidence import fit_temperature, probabilities, ranked_errors, support_nll
+from gcpl.confidence import fit_margin, margin_confidence, probabilities, ranked_errors
 from gcpl.io import read_jsonl
 from gcpl.runs import TrainedRun
 
@@ -156,22 +156,21 @@ def test_zero_shot_predict(tiny_model_dir, inputs, tmp_path):
     assert len(recs) == 5 and all(len(r["topk"]) == 2 and r["confidence"] == r["topk"][0][2] for r in recs)
 
 
-def test_temperature_fit_known_answer():
-    # two classes, errors 0 and 1; the true class has the lower error on 3 of 4 images: the NLL is
-    # minimal where sigmoid(1 / T) = 3/4, T = 1 / ln 3; scaling the errors scales T
-    E = torch.tensor([[0.0, 1.0]] * 4)
-    y = torch.tensor([0, 0, 0, 1])
-    T, how = fit_temperature(E, y)
-    assert T == pytest.approx(1 / math.log(3), rel=1e-6)
-    assert how["nll"] < how["nll_at_1"] and how["nll"] == pytest.approx(support_nll(E, y, T))
-    assert support_nll(E, y, T) < min(support_nll(E, y, T * 1.1), support_nll(E, y, T / 1.1))
-    T2, _ = fit_temperature(E.double() * 0.01 + 5, y)
-    assert T2 == pytest.approx(0.01 / math.log(3), rel=1e-6)
-    # a class the classifier never scored (inf) gets no probability and does not move the fit
-    T3, _ = fit_temperature(torch.cat([E, torch.full((4, 1), math.inf)], 1), y)
-    assert T3 == pytest.approx(T, rel=1e-6)
-    _, how = fit_temperature(E, torch.zeros(4, dtype=torch.long))  # separated perfectly: bounded
-    assert "bound" in how["how"]
+def test_margin_fit_known_answer():
+    # margins 0 (right 1 time in 4) and 1 (right 3 times in 4): without a penalty the logistic fit is
+    # exact, logit(1/4) = -ln 3 = intercept, logit(3/4) = ln 3 = slope + intercept
+    ms = [0.0] * 4 + [1.0] * 4
+    hits = [True, False, False, False, True, True, True, False]
+    slope, intercept, how = fit_margin(ms, hits, penalty=0.0)
+    assert (slope, intercept) == pytest.approx((2 * math.log(3), -math.log(3)), rel=1e-8)
+    assert margin_confidence(1.0, slope, intercept) == pytest.approx(0.75)
+    assert margin_confidence(0.0, slope, intercept) == pytest.approx(0.25)  # a tie: finite, not 0
+    assert margin_confidence(0.5, slope, intercept) == pytest.approx(0.5)  # halfway
+    assert how["images"] == 8 and how["accuracy"] == 0.5
+    # every held-out prediction right: the penalty keeps the fit finite, the confidence near 1
+    slope, intercept, _ = fit_margin([0.01, 0.1, 0.5], [True] * 3)
+    assert math.isfinite(slope) and math.isfinite(intercept) and margin_confidence(0.1, slope, intercept) > 0.95
+    assert margin_confidence(math.inf, slope, intercept) == 1.0  # one class scored: nothing to confuse it with
 
 
 def test_probabilities_follow_the_ranking():

@@ -1,16 +1,17 @@
-"""Calibrated confidence: the softmax temperature of a trained run's classifier, fitted on labelled
-images its tokens were NOT trained on.
+"""Calibrated confidence: how often a trained run's classifier is right at a given margin between
+its two best classes, fitted on labelled images its tokens were NOT trained on (gcpl.confidence:
+p = sigmoid(slope * margin + intercept)).
 
 Fitting on the support set (the images the tokens were trained on) learns that the classifier is
-always right: every confidence comes out near 1. So the temperature is fitted only on held-out
-images, from the first source that has them:
+always right: every confidence comes out near 1. So the fit uses held-out images only, from the
+first source that has them:
 
 1. `--calibration-data DATA`: labelled images the user gives (a class-per-folder tree, or a split
    JSON's `val` list, else its `test` list);
 2. the run's held-out shots: `gcpl train --holdout K` keeps K images per class out of training
    and lists them in RUN/split.json under `val`.
 
-Without either there is no temperature: confidences are relative scores (gcpl.confidence with each
+Without either there is no fit: confidences are relative scores (gcpl.confidence with each
 image's own error spread), flagged as uncalibrated wherever they are written.
 
 A fit is stored in RUN/calibration.json, keyed by what it depends on (the run's tokens, the
@@ -25,11 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .confidence import error_row, fit_temperature, probabilities
+from .confidence import fit_margin, margin_confidence, relative_margin
 from .data.images import load_batch
 from .data.splits import Sample, Split, read_samples
 from .errors import GcplError
@@ -39,7 +39,7 @@ from .metrics import calibration_bins, expected_calibration_error
 from .runs import TrainedRun
 
 FILE = "calibration.json"
-VERSION = 1
+VERSION = 2  # 1: one softmax temperature over the mean errors
 
 
 def held_out_images(run: TrainedRun | None, data: str | None, classes: list[str]) -> tuple[list[Sample], str] | None:
@@ -79,11 +79,11 @@ def _key(run: TrainedRun, clf, size: int, samples: list[Sample], classes: list[s
             "classes": hashlib.sha256("\n".join(classes).encode()).hexdigest()[:16], "images": h}
 
 
-def score_errors(clf, bb, samples: list[Sample], index: dict[str, int], size: int, chunk: int = 8,
-                 progress: bool = False, desc: str = "calibration") -> tuple[torch.Tensor, torch.Tensor, int]:
-    """((M, C) error rows as gcpl.confidence.error_row makes them, (M,) labels, UNet calls) of
-    labelled images scored by classifier clf."""
-    rows, labels, calls = [], [], 0
+def score_margins(clf, bb, samples: list[Sample], index: dict[str, int], size: int, chunk: int = 8,
+                  progress: bool = False, desc: str = "calibration") -> tuple[list[float], list[bool], int]:
+    """(relative margins of the two best classes, was the prediction right, UNet calls) of labelled
+    images scored by classifier clf."""
+    margins, hits, calls = [], [], 0
     for i in tqdm(range(0, len(samples), chunk), desc=desc, unit="chunk", disable=not progress):
         part = samples[i : i + chunk]
         loaded = load_batch([s.path for s in part], size, allow_empty=True)
@@ -91,12 +91,25 @@ def score_errors(clf, bb, samples: list[Sample], index: dict[str, int], size: in
             continue
         x0 = encode(bb.vae, loaded.pixels).mean[:, 0] * bb.scaling_factor
         for k, sc in zip(loaded.kept, clf.score(x0)):
-            rows.append(error_row(sc.mean_error, sc.ranking, clf.n_classes))
-            labels.append(index[part[k].class_name])
+            margins.append(relative_margin(sc.mean_error, sc.ranking))
+            hits.append(sc.pred == index[part[k].class_name])
             calls += sc.unet_calls
-    if not rows:
+    if not margins:
         raise GcplError("no calibration image could be read")
-    return torch.stack(rows), torch.tensor(labels), calls
+    return margins, hits, calls
+
+
+def _fit(clf, samples: list[Sample], source: str, classes: list[str], size: int, log, progress: bool) -> dict:
+    if log:
+        log(f"fitting the confidence on {len(samples)} held-out images ({source})")
+    t0 = time.perf_counter()
+    margins, hits, calls = score_margins(clf, clf.bb, samples, {c: i for i, c in enumerate(classes)}, size,
+                                         progress=progress)
+    slope, intercept, how = fit_margin(margins, hits)
+    conf = [margin_confidence(m, slope, intercept) for m in margins]
+    return {"slope": slope, "intercept": intercept, **how, "fitted_on": source, "n_images": len(hits),
+            "unet_calls": calls, "ece_on_fit": expected_calibration_error(conf, hits),
+            "seconds": time.perf_counter() - t0, "gcpl": __version__}
 
 
 def load_or_fit(run: TrainedRun, clf, classes: list[str], size: int, data: str | None = None,
@@ -113,17 +126,7 @@ def load_or_fit(run: TrainedRun, clf, classes: list[str], size: int, data: str |
     for fit in stored.get("fits", []):
         if fit.get("key") == key:
             return fit
-    if log:
-        log(f"fitting the confidence temperature on {len(samples)} held-out images ({source})")
-    t0 = time.perf_counter()
-    E, y, calls = score_errors(clf, clf.bb, samples, {c: i for i, c in enumerate(classes)}, size,
-                               progress=progress)
-    T, how = fit_temperature(E, y)
-    p = probabilities(E, T)
-    conf, pred = p.max(1)
-    fit = {"key": key, "temperature": T, **how, "fitted_on": source, "n_images": len(y), "unet_calls": calls,
-           "ece_on_fit": expected_calibration_error(conf.tolist(), (pred == y).tolist()),
-           "seconds": time.perf_counter() - t0, "gcpl": __version__}
+    fit = {"key": key, **_fit(clf, samples, source, classes, size, log, progress)}
     stored["fits"] = [f for f in stored.get("fits", []) if f.get("key") != key] + [fit]
     write_json(path, stored)
     return fit
@@ -139,16 +142,12 @@ def fit_for(run: TrainedRun | None, clf, classes: list[str], size: int, data: st
     if found is None:
         return None
     samples, source = found
-    if log:
-        log(f"fitting the confidence temperature on {len(samples)} held-out images ({source})")
-    E, y, calls = score_errors(clf, clf.bb, samples, {c: i for i, c in enumerate(classes)}, size, progress=progress)
-    T, how = fit_temperature(E, y)
-    return {"temperature": T, **how, "fitted_on": source, "n_images": len(y), "unet_calls": calls}
+    return _fit(clf, samples, source, classes, size, log, progress)
 
 
-def confidence(score, temperature: float, n_classes: int) -> float:
-    """The calibrated probability of a classifier's prediction (gcpl.classify.ImageScore)."""
-    return float(probabilities(error_row(score.mean_error, score.ranking, n_classes), temperature)[score.pred])
+def confidence(score, fit: dict) -> float:
+    """The calibrated probability that a classifier's prediction (gcpl.classify.ImageScore) is right."""
+    return margin_confidence(relative_margin(score.mean_error, score.ranking), fit["slope"], fit["intercept"])
 
 
 def calibration_report(records: list[dict]) -> dict:

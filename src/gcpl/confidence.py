@@ -1,13 +1,24 @@
 """How sure the diffusion classifier is: probabilities from mean denoising errors.
 
 The classifier gives each class c its mean denoising error e_c (lower is better;
-gcpl.classify.ImageScore.mean_error) and a ranking. With racing, a class dropped early has its
-mean over fewer, other (t, noise) pairs than the winner, so raw means of different classes are not
-always comparable: the errors are first made non-decreasing along the classifier's ranking
-(running maximum, `ranked_errors`), so a class ranked lower never gets a higher probability. Then
-p_c = softmax(-e_c / T) over every class the classifier evaluated (`probabilities`); the
-temperature T is fitted by minimising the negative log-likelihood of labelled images
-(`fit_temperature`).
+gcpl.classify.ImageScore.mean_error) and a ranking. Classes dropped at an early stage have their
+mean over fewer, other (t, noise) pairs than the finalists, so raw means of different classes are
+not always comparable: the errors are first made non-decreasing along the classifier's ranking
+(running maximum, `ranked_errors`), so a class ranked lower never gets a higher probability.
+
+Two ways to turn them into probabilities:
+
+- relative scores (`probabilities`): p_c = softmax(-e_c / T) over every class the classifier
+  evaluated, T a given temperature or, without one, each image's spread of errors over the
+  classes (uncalibrated: a ranking with a scale, not a probability of being right);
+- calibrated (`calibrated_probabilities`): the predicted class's probability is a logistic
+  function of the relative margin between the two best classes, m = (e_2 - e_1) / e_1 (the two
+  finalists always share the classifier's last pairs, so m compares like with like):
+  p_pred = sigmoid(slope * m + intercept), fitted on labelled held-out images by penalised
+  logistic regression (`fit_margin`); the other classes share 1 - p_pred in proportion to their
+  relative scores. One temperature over the raw errors could not do this on the demo: the errors
+  of classes dropped at different stages set its scale, and every image came out near the same
+  confidence (docs/PERFORMANCE.md, "Calibration of the confidences").
 """
 
 from __future__ import annotations
@@ -16,9 +27,9 @@ import math
 
 import torch
 
-from .errors import GcplError
+__all__ = ["calibrated_probabilities", "error_row", "fit_logistic", "fit_margin", "margin_confidence",
+           "margin_feature", "probabilities", "ranked_errors", "relative_margin"]
 
-__all__ = ["error_row", "fit_temperature", "probabilities", "ranked_errors", "support_nll"]
 
 
 def ranked_errors(mean_error: dict[int, float], ranking: list[int]) -> list[tuple[int, float]]:
@@ -54,44 +65,80 @@ def probabilities(errors: torch.Tensor, temperature: float | None) -> torch.Tens
     return torch.softmax(logits, -1)
 
 
-def support_nll(errors: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
-    """Mean negative log-likelihood of the labels under `probabilities(errors, temperature)`."""
-    logits = torch.where(errors.isfinite(), -errors / temperature, -math.inf)
-    return float(-(torch.log_softmax(logits, -1).gather(1, labels[:, None])).mean())
+def relative_margin(mean_error: dict[int, float], ranking: list[int]) -> float:
+    """(e_2 - e_1) / |e_1| of the two best classes along the ranking (errors as `ranked_errors`
+    makes them, so >= 0); inf when only one class has an error."""
+    ranked = ranked_errors(mean_error, ranking)
+    if len(ranked) < 2:
+        return math.inf
+    (_, e1), (_, e2) = ranked[:2]
+    return (e2 - e1) / max(abs(e1), 1e-12)
 
 
-def fit_temperature(errors, labels, lo: float = 1e-6, hi: float = 1e4) -> tuple[float, dict]:
-    """The temperature T minimising `support_nll` of (M, C) errors (inf: class not scored) with
-    true classes `labels` (M,). The NLL is convex in b = 1/T (its derivative, the mean of e_true -
-    E_p[e], increases with b), so b is found by bisection on the derivative, in log space over
-    [lo, hi] / s, s = the mean gap of the errors to each row's best. A perfectly separated support
-    set has no minimum: the bound hi / s is used (and said). Returns (T, how)."""
-    E = torch.as_tensor(errors, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    ok = E.gather(1, y[:, None])[:, 0].isfinite()
-    E, y = E[ok], y[ok]
-    finite = E.isfinite()
-    if len(E) == 0:
-        raise GcplError("no support image has an error for its own class; cannot fit a temperature")
-    gaps = torch.where(finite, E - E.where(finite, math.inf).min(1, keepdim=True).values, 0.0)
-    s = float(gaps.sum() / finite.sum())
-    if s <= 0:
-        return 1.0, {"how": "support errors are all equal: T = 1", "images": len(E)}
-    Ez = torch.where(finite, E, 0.0)
+def margin_feature(margins) -> torch.Tensor:
+    """The regressor of the confidence: the relative margin itself (a tie, m = 0, gives
+    sigmoid(intercept), a finite confidence, not 0 as a fit on log m would)."""
+    return torch.as_tensor(margins, dtype=torch.float64).clamp(min=0)
 
-    def slope(b: float) -> float:
-        p = probabilities(E, 1 / b)
-        return float((Ez.gather(1, y[:, None])[:, 0] - (p * Ez).sum(1)).mean())
 
-    a, b = math.log(lo / s), math.log(hi / s)
-    if slope(math.exp(b)) <= 0:
-        beta, how = math.exp(b), f"the support set is separated perfectly: bound 1/T = {hi:g} / mean error gap"
-    elif slope(math.exp(a)) >= 0:
-        beta, how = math.exp(a), f"the support errors carry no signal: bound 1/T = {lo:g} / mean error gap"
-    else:
-        for _ in range(60):
-            mid = (a + b) / 2
-            a, b = (mid, b) if slope(math.exp(mid)) < 0 else (a, mid)
-        beta, how = math.exp((a + b) / 2), "minimum of the support NLL (bisection on its derivative in 1/T)"
-    T = 1 / beta
-    return T, {"how": how, "images": len(E), "nll": support_nll(E, y, T), "nll_at_1": support_nll(E, y, 1.0)}
+def margin_confidence(margin: float, slope: float, intercept: float) -> float:
+    """The calibrated probability that the predicted class is right, sigmoid(slope * m + intercept)."""
+    if math.isinf(margin):
+        return 1.0
+    return float(torch.sigmoid(slope * margin_feature(margin) + intercept))
+
+
+def fit_logistic(x, hits, penalty: float = 1e-3, iters: int = 100) -> tuple[float, float, dict]:
+    """(slope, intercept, how) of the logistic regression of `hits` (M,) on one feature x (M,): the
+    mean negative log-likelihood plus penalty / 2 * (slope'^2 + intercept'^2) in the standardised
+    feature (x - mean) / std, so the penalty does not depend on the feature's units; minimised by
+    damped Newton steps (strictly convex for penalty > 0: one finite minimum even when every
+    prediction was right or every one wrong). Non-finite x are left out."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    h = torch.as_tensor(hits, dtype=torch.float64)
+    finite = x.isfinite()
+    x, h = x[finite], h[finite]
+    if len(x) == 0:
+        raise ValueError("no held-out image with two scored classes to fit the confidence on")
+    mu, sd = float(x.mean()), float(x.std(correction=0))
+    sd = sd if sd > 0 else 1.0
+    X = torch.stack([(x - mu) / sd, torch.ones_like(x)], 1)
+    w = torch.tensor([0.0, math.log((h.sum() + 0.5) / (len(h) - h.sum() + 0.5))], dtype=torch.float64)
+
+    def loss(w):
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(X @ w, h) + penalty / 2 * (w @ w))
+
+    for _ in range(iters):
+        p = torch.sigmoid(X @ w)
+        g = X.T @ (p - h) / len(h) + penalty * w
+        if float(g.abs().max()) < 1e-12:
+            break
+        H = (X.T * (p * (1 - p))) @ X / len(h) + (penalty + 1e-12) * torch.eye(2, dtype=torch.float64)
+        step = torch.linalg.solve(H, g)
+        t, f0 = 1.0, loss(w)
+        while loss(w - t * step) > f0 and t > 1e-8:
+            t /= 2
+        w = w - t * step
+    slope = float(w[0]) / sd
+    return slope, float(w[1]) - slope * mu, {"images": len(h), "nll": loss(w), "accuracy": float(h.mean())}
+
+
+def fit_margin(margins, hits, penalty: float = 1e-2) -> tuple[float, float, dict]:
+    """(slope, intercept, how) of `margin_confidence` fitted on held-out images: their relative
+    margins (M,) and whether each prediction was right (M,)."""
+    slope, intercept, how = fit_logistic(margin_feature(margins), hits, penalty)
+    return slope, intercept, {"how": "logistic regression of right/wrong on the relative margin of the two "
+                                     f"best classes (penalty {penalty:g} on the standardised margin)", **how}
+
+
+def calibrated_probabilities(errors: torch.Tensor, pred: int, margin: float, slope: float,
+                             intercept: float) -> torch.Tensor:
+    """(C,) probabilities: the prediction gets `margin_confidence`, the other classes share the rest
+    in proportion to their relative scores (`probabilities` with each image's spread)."""
+    p = probabilities(errors, None).clone()
+    conf = margin_confidence(margin, slope, intercept)
+    p[pred] = 0.0
+    rest = float(p.sum())
+    p = p * ((1 - conf) / rest) if rest > 0 else p
+    p[pred] = conf if rest > 0 else 1.0
+    return p

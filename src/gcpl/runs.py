@@ -153,7 +153,7 @@ class TrainedRun:
 
     def support(self, shots: int, classes: list[str] | None = None) -> list[Sample]:
         """The first `shots` of each class in the run's support set (split.json `train`), in the order
-        of `classes` (default: the run's): calibration, the predict temperature, the classifier evidence."""
+        of `classes` (default: the run's): the confidence calibration, the classifier evidence."""
         support = Split.from_json(self.folder / "split.json").train
         picked = [s for c in (classes or self.classes) for s in [s for s in support if s.class_name == c][:shots]]
         if not picked:

@@ -65,7 +65,7 @@ class EvalJob:
                              "images per class (0: off)", metavar="N")
     calibration_data: str | None = setting(
         None, "labelled images the tokens were not trained on (class folders or a split JSON's val, else test, "
-        "list): fit the confidence temperature on them and report the test images' calibration (ECE); a run "
+        "list): fit the confidence on them and report the test images' calibration (ECE); a run "
         "trained with --holdout uses its held-out shots without it", metavar="DATA")
     classify: ClassifyConfig = setting(default_factory=ClassifyConfig, help="classifier settings")
 
@@ -142,7 +142,6 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
     if w.active:  # the main process fitted it (stored in the run folder); the others read it
         w.barrier()
         fit = fit_for(run, clf, classes, size, job.calibration_data) if not w.is_main else fit
-    temperature = fit["temperature"] if fit else None
     w.barrier()
     if w.is_main:
         write_json(out / "config.json", {
@@ -171,7 +170,7 @@ def evaluate(job: EvalJob, progress: bool = True, backbone=None) -> dict:
                 "label": s.label, "class_name": s.class_name, "pred": sc.pred, "pred_name": classes[sc.pred],
                 "top5": sc.ranking[:5], "ranking": sc.ranking, "unet_calls": sc.unet_calls,
                 "errors": {classes[c]: e for c, e in sc.mean_error.items()},
-                **({"confidence": confidence(sc, temperature, len(classes))} if fit else {}),
+                **({"confidence": confidence(sc, fit)} if fit else {}),
             })
         return records
 

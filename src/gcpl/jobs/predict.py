@@ -5,7 +5,7 @@ Inputs: image files (taken as given) and folders (searched recursively, gcpl.dat
 images_under), as absolute paths, sorted and deduplicated. Output folder (`--out`):
 
     config.json        settings, the run's token digest (gcpl.runs.TrainedRun.digest), classes,
-                       template, the softmax temperature with how it was obtained, the classifier,
+                       template, the confidence model with how it was obtained, the classifier,
                        the model, versions
     predictions.jsonl  one line per image, appended as it goes:
                        {"index", "path", "pred", "confidence", "topk": [[class, mean error,
@@ -18,19 +18,18 @@ Rerunning into the folder resumes: images already in the JSONL are not predicted
 of other inputs may be added; `index` is the row in the sorted list of every image predicted
 into the folder). Other identity settings, or a run whose tokens changed since, are refused.
 
-Confidence: p of the predicted class under gcpl.confidence's probabilities (softmax of the
-negative mean errors, made non-decreasing along the ranking); `topk` lists the first k of the
-ranking with their raw mean error and p.
-
-The temperature T (in units of the mean error):
-- `--temperature T`: used as given;
+Confidence: the probability that the prediction is right (gcpl.confidence):
 - fitted on labelled images the tokens were not trained on (gcpl.calibration): `--calibration-data`,
-  else the run's held-out shots (`gcpl train --holdout K`), by minimising the negative
-  log-likelihood of their true classes; stored in the run folder (calibration.json) and reused;
-- without held-out images: no temperature. Each image's errors are divided by their spread over
-  the classes: uncalibrated relative scores, flagged `"calibrated": false` in every record, "no"
-  in the CSV's calibrated column, and said in one line. (Fitting on the support set would learn
-  that the tokens classify their own training images right: confidences near 1 on every image.)
+  else the run's held-out shots (`gcpl train --holdout K`): a logistic function of the relative margin
+  between the two best classes; the other classes share the rest in proportion to their relative
+  scores. Stored in the run folder (calibration.json) and reused;
+- `--temperature T`: softmax of the negative mean errors / T (made non-decreasing along the
+  ranking), T as given, no fit;
+- without either: each image's errors are divided by their spread over the classes: uncalibrated
+  relative scores, flagged `"calibrated": false` in every record, "no" in the CSV's calibrated
+  column, and said in one line. (Fitting on the support set would learn that the tokens classify
+  their own training images right: confidences near 1 on every image.)
+`topk` lists the first k of the ranking with their raw mean error and probability.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import torch
 from ..backbone import compile_setting, device_setting, dtype_setting, load_backbone, resolution_setting
 from ..calibration import fit_for
 from ..classify import ClassifyConfig, DiffusionClassifier
-from ..confidence import error_row, probabilities, ranked_errors
+from ..confidence import calibrated_probabilities, error_row, probabilities, ranked_errors, relative_margin
 from ..data.folders import IMAGE_EXTENSIONS, images_under
 from ..data.images import load_batch
 from ..errors import GcplError
@@ -80,9 +79,9 @@ class PredictJob:
     dtype: str | None = dtype_setting()
     resolution: int | None = resolution_setting("the run's, else the model's native size")
     top_k: int = setting(5, "classes listed per image, with their mean error and probability")
-    temperature: float | None = setting(None, "softmax temperature over mean errors (default: fitted on held-out "
-                                        "images, --calibration-data or the run's --holdout shots; without "
-                                        "them the scores are uncalibrated relative scores)")
+    temperature: float | None = setting(None, "softmax temperature over mean errors instead of the confidence fitted "
+                                        "on held-out images (--calibration-data or the run's --holdout shots; "
+                                        "without them the scores are uncalibrated relative scores)")
     calibration_data: str | None = setting(None, "labelled images the tokens were not trained on (class folders or "
                                            "a split JSON's val, else test, list) to fit the confidence on",
                                            metavar="DATA")
@@ -126,19 +125,21 @@ def find_images(paths) -> list[str]:
 
 
 UNCALIBRATED = ("uncalibrated relative scores: each image's errors divided by their spread over the classes "
-                "(no held-out images to fit a temperature on: give --calibration-data, or train with --holdout K)")
+                "(no held-out images to fit the confidence on: give --calibration-data, or train with --holdout K)")
 
 
 def _temperature(job: PredictJob, run: TrainedRun | None, clf, bb, classes, size) -> dict:
-    """The temperature record of config.json: given, fitted on held-out images, or none."""
+    """The confidence record of config.json: a fit on held-out images, a given temperature, or none
+    (`value`: the softmax temperature, None for relative scores and for the fit)."""
     if job.temperature is not None:
         return {"value": job.temperature, "how": "given (--temperature)", "calibrated": True}
     fit = fit_for(run, clf, classes, size, job.calibration_data, log=_say, progress=True)
     if fit is None:
         warnings.warn(f"confidences are {UNCALIBRATED}", UncalibratedNote, stacklevel=3)
         return {"value": None, "how": UNCALIBRATED, "calibrated": False}
-    return {"value": fit["temperature"], "how": fit["how"], "fitted_on": fit["fitted_on"],
-            "n_images": fit["n_images"], "unet_calls": fit["unet_calls"], "calibrated": True}
+    return {"value": None, "slope": fit["slope"], "intercept": fit["intercept"], "how": fit["how"],
+            "fitted_on": fit["fitted_on"], "n_images": fit["n_images"], "unet_calls": fit["unet_calls"],
+            "calibrated": True}
 
 
 class UncalibratedNote(UserWarning):
@@ -216,8 +217,10 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
             "command": "predict", "settings": plain(job),
             "source": {"run": str(job.run)} if run is not None else {"zero_shot": True}, "run_tokens": digest,
             "classes": classes, "template": template, "resolution": size, "temperature": temperature,
-            "confidence": "softmax of -(mean error) / temperature over the classes, errors made non-decreasing "
-                          "along the classifier's ranking (gcpl.confidence)",
+            "confidence": ("sigmoid(slope * relative margin of the two best classes + intercept) for the "
+                           "prediction, the rest shared by relative scores (gcpl.confidence)" if "slope" in temperature
+                           else "softmax of -(mean error) / temperature over the classes, errors made "
+                           "non-decreasing along the classifier's ranking (gcpl.confidence)"),
             "classifier": ccfg.describe(len(classes)), "model": bb.describe(), "versions": versions(),
         })
     else:
@@ -249,7 +252,11 @@ def predict(job: PredictJob, progress: bool = True, backbone=None) -> dict:
 
 def _record(score, classes: list[str], temperature: dict, k: int) -> dict:
     row = error_row(score.mean_error, score.ranking, len(classes))
-    p = probabilities(row, temperature["value"])
+    if "slope" in temperature:  # fitted on held-out images
+        p = calibrated_probabilities(row, score.pred, relative_margin(score.mean_error, score.ranking),
+                                     temperature["slope"], temperature["intercept"])
+    else:
+        p = probabilities(row, temperature["value"])
     ranked = [c for c, _ in ranked_errors(score.mean_error, score.ranking)]
     return {"pred": classes[score.pred], "confidence": float(p[score.pred]),
             "calibrated": bool(temperature.get("calibrated", True)),

@@ -86,7 +86,7 @@ def results_markdown(m: dict, confusion_png: bool = True) -> str:
     if m.get("calibration"):
         c = m["calibration"]
         lines.append(f"- confidence: mean {100 * c['mean_confidence']:.1f}%, expected calibration error "
-                     f"{c['ece']:.3f} (10 equal-width bins; the temperature fitted on held-out images)")
+                     f"{c['ece']:.3f} (10 equal-width bins; the confidence fitted on held-out images)")
     support = [sum(row) for row in m["confusion_matrix"]]
     lines += ["", "| class | test images | accuracy |", "|---|---|---|"]
     lines += [f"| {c} | {n} | {100 * a:.1f}% |"
