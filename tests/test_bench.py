@@ -180,3 +180,13 @@ def test_calibration_models_on_a_synthetic_demo(tmp_path, capsys):
     assert r["images"] == 200 and r["models"]["margin"]["log_loss"] < r["models"]["temperature"]["log_loss"]
     floor = cm.main([str(demo), "--methods", "gcpl", "--test-floor"])["demo_s0/gcpl"]
     assert 0 <= floor["ece"] <= 1 and 0 < floor["floor_mean"] <= floor["floor_p90"] < 0.2
+
+
+def test_shortlist_recall_on_a_tiny_run(tiny_run, capsys):
+    sl = _load("shortlist")
+    r = sl.main(["--run", str(tiny_run), "--data", str(tiny_run.parent / "data"), "--limit", "4", "--timesteps", "50"])
+    r = json.loads(json.dumps(r))  # recall keys as printed: strings
+    assert _last_json(capsys) == r
+    assert r["images"] == 4 and r["classes"] == 3 and set(r["recall"]) == {"vae", "unet-t50"}
+    for rec in r["recall"].values():  # 3 classes: every true class is among the best 5
+        assert rec["5"] == 1.0 and 0 <= rec["1"] <= 1
