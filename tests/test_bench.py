@@ -190,3 +190,24 @@ def test_shortlist_recall_on_a_tiny_run(tiny_run, capsys):
     assert r["images"] == 4 and r["classes"] == 3 and set(r["recall"]) == {"vae", "unet-t50"}
     for rec in r["recall"].values():  # 3 classes: every true class is among the best 5
         assert rec["5"] == 1.0 and 0 <= rec["1"] <= 1
+
+
+def test_cluster_look_recall_and_the_staged_replay(tiny_run, capsys):
+    import torch
+
+    cl = _load("cluster_look")
+    r = cl.main(["--run", str(tiny_run), "--data", str(tiny_run.parent / "data"), "--limit", "4", "--clusters", "2",
+                 "--pairs", "2"])
+    assert r["images"] == 4 and r["classes"] == 3 and sum(r["clusters"][2]["sizes"]) == 3
+    assert r["clusters"][2]["by_pairs"][2][2]["recall"] == 1.0  # 2 clusters of 2: the true one is among them
+    # known answer: the true class has the lowest error on every pair; calls = C n1 + k1 (n2 - n1)
+    M, C, P = 6, 5, 4
+    y = torch.arange(M) % C
+    Eo = torch.ones(M, C, P, dtype=torch.float64)
+    Eo[torch.arange(M), y] = 0.5
+    acc, calls = cl.staged(Eo, y, torch.ones(M, C, dtype=torch.bool), ((1, 2), (3, 1)))
+    assert acc == 1.0 and calls.tolist() == [C * 1 + 2 * 2] * M
+    cand = torch.zeros(M, C, dtype=torch.bool)
+    cand[:, :2] = True  # the true class is a candidate for the images of classes 0 and 1 only
+    acc, calls = cl.staged(Eo, y, cand, ((1, 1),))
+    assert acc == pytest.approx(float((y < 2).double().mean())) and calls.tolist() == [2.0] * M
