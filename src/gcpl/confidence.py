@@ -12,8 +12,9 @@ Two ways to turn them into probabilities:
   evaluated, T a given temperature or, without one, each image's spread of errors over the
   classes (uncalibrated: a ranking with a scale, not a probability of being right);
 - calibrated (`calibrated_probabilities`): the predicted class's probability is a logistic
-  function of the relative margin between the two best classes, m = (e_2 - e_1) / e_1 (the two
-  finalists always share the classifier's last pairs, so m compares like with like):
+  function of the relative margin between the two best classes, m = (e_2 - e_1) / e_1 (with
+  fixed stages both ran the last stage's pairs, so m compares like with like; with racing the
+  runner-up's mean is over the pairs it ran before it was dropped):
   p_pred = sigmoid(slope * m + intercept), fitted on labelled held-out images by penalised
   logistic regression (`fit_margin`); the other classes share 1 - p_pred in proportion to their
   relative scores. One temperature over the raw errors could not do this on the demo: the errors
