@@ -24,16 +24,19 @@ log). Each fit with the penalty of --penalty on the standardised feature (gcpl.c
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+import torch  # noqa: E402
 
 from gcpl.confidence import error_row, fit_logistic, probabilities, relative_margin
+from gcpl.io import read_json, read_jsonl
 from gcpl.metrics import expected_calibration_error
 
 FOLDS = 5
@@ -55,7 +58,7 @@ def _fit_temperature(E: torch.Tensor, y: torch.Tensor) -> float:
 
 def _scored(folder: Path, method: str, cache: Path) -> tuple[list[dict], list[str]]:
     """The calibration images' predictions by the demo's run of `method` (computed once, cached)."""
-    cfg = json.loads((folder / method / "eval" / "config.json").read_text())
+    cfg = read_json(folder / method / "eval" / "config.json")
     out = cache / f"{folder.name}_{method}"
     if not (out / "results.json").exists():
         c = cfg["settings"]["classify"]
@@ -63,7 +66,7 @@ def _scored(folder: Path, method: str, cache: Path) -> tuple[list[dict], list[st
                         "--run-dir", str(folder / method / "train"), "--out", str(out),
                         "--n-samples", ",".join(map(str, c["n_samples"])), "--keep", ",".join(map(str, c["keep"])),
                         "--spacing", c["spacing"], "--seed", str(c["seed"])], check=True)
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(out / "predictions.jsonl")
     return rows, cfg["classes"]
 
 
@@ -105,8 +108,7 @@ def test_floor(demos: list[str], methods: list[str], draws: int = 2000) -> dict:
     print(f"{'demo/method':<22} {'images':>6} {'top-1':>6} {'mean conf':>9} {'ECE':>6}  calibrated: mean / 90th pct")
     for d in demos:
         for method in methods:
-            rows = [json.loads(line) for line in (Path(d) / method / "eval" / "predictions.jsonl").read_text().splitlines()
-                    if line.strip()]
+            rows = read_jsonl(Path(d) / method / "eval" / "predictions.jsonl")
             conf = [r["confidence"] for r in rows]
             hits = [r["pred"] == r["label"] for r in rows]
             sims = sorted(expected_calibration_error(conf, [rng.random() < c for c in conf]) for _ in range(draws))
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.test_floor:
         result = test_floor(args.demos, args.methods.split(","))
-        print(json.dumps(result))
+        C.emit_json(result, args.out)
         return result
     pooled: dict[str, list[float]] = {}
     hits_all: list[bool] = []
@@ -156,9 +158,7 @@ def main(argv=None) -> dict:
         print(f"{k:<14} {ece:>10.3f} {logloss:>9.3f} {brier:>7.3f} {100 * sum(v) / len(v):>9.1f}%  {runs}")
         result["models"][k] = {"pooled_ece": ece, "log_loss": logloss, "brier": brier, "mean_confidence": sum(v) / len(v),
                                "per_run_ece": {r: e[k] for r, e in per_run.items()}}
-    print(json.dumps(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    C.emit_json(result, args.out)
     return result
 
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+import racing  # noqa: E402
+import torch  # noqa: E402
 
 MS = (1, 2, 3, 4, 5, 6)
 
@@ -59,16 +60,16 @@ def cluster_recall(err: torch.Tensor, true_cluster: torch.Tensor, sizes: torch.T
 def staged(Eo: torch.Tensor, y: torch.Tensor, cand: torch.Tensor, stages) -> tuple[float, torch.Tensor]:
     """Ranked stages [(n, k), ...] over the classes `cand` (M, C) bool, Eo (M, C, P) errors with
     pairs in ranked order -> (top-1, UNet calls per image)."""
-    M, C, _ = Eo.shape
+    M, nc, _ = Eo.shape
     alive, prev = cand.clone(), 0
-    calls, sums = torch.zeros(M), torch.zeros(M, C, dtype=torch.float64)
+    calls, sums = torch.zeros(M), torch.zeros(M, nc, dtype=torch.float64)
     for n, k in stages:
         sums += Eo[:, :, prev:n].sum(-1)
         calls += alive.sum(1) * (n - prev)
         idx = torch.where(alive, sums, torch.inf).argsort(1)
         keep = torch.minimum(alive.sum(1), torch.tensor(k))
-        alive = torch.arange(C)[None, :] < keep[:, None]  # the first `keep` of each row's order
-        alive = torch.zeros(M, C, dtype=torch.bool).scatter_(1, idx, alive)
+        alive = torch.arange(nc)[None, :] < keep[:, None]  # the first `keep` of each row's order
+        alive = torch.zeros(M, nc, dtype=torch.bool).scatter_(1, idx, alive)
         prev = n
     pred = torch.where(alive, sums, torch.inf).argmin(1)
     return float((pred == y).double().mean()), calls
@@ -76,8 +77,8 @@ def staged(Eo: torch.Tensor, y: torch.Tensor, cand: torch.Tensor, stages) -> tup
 
 def replay_grid(Eo: torch.Tensor, y: torch.Tensor, clusters: dict, budget: int) -> dict:
     """Top-1 of plain ranked stages and of every clusters-first schedule within `budget`."""
-    M, C, P = Eo.shape
-    everyone = torch.ones(M, C, dtype=torch.bool)
+    M, nc, P = Eo.shape
+    everyone = torch.ones(M, nc, dtype=torch.bool)
     plain = {}
     for st in [((3, 10), (12, 3), (P, 1)), ((3, 15), (16, 4), (31, 1)), ((P, 1),)]:
         acc, calls = staged(Eo, y, everyone, st)
@@ -104,26 +105,18 @@ def replay_grid(Eo: torch.Tensor, y: torch.Tensor, clusters: dict, budget: int) 
 
 
 def main(argv=None) -> dict:
-    import racing
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--part", default="test")
-    p.add_argument("--order-seed", type=int, default=0)
-    p.add_argument("--skip", type=int, default=0)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--first", default=None)
-    p.add_argument("--clusters", default="10,20", help="numbers of clusters K")
+    p.add_argument("--run", required=True, help="trained run folder (gcpl train --out)")
+    racing.add_order_args(p)
+    p.add_argument("--clusters", type=C.ints, default=(10, 20), help="numbers of clusters K")
     p.add_argument("--pairs", type=int, default=8, help="pairs scored per cluster prompt")
     p.add_argument("--replay", metavar="CACHE", help="a bench/replay.py fill cache: replay clusters-first schedules")
     p.add_argument("--seed", type=int, default=0, help="with --replay: the cache's noise seed")
     p.add_argument("--budget", type=int, default=555, help="with --replay: most UNet calls per image")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out")
+    p.add_argument("--out", help="also write the JSON result here")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    C.setup_threads(a.threads)
     from gcpl.backbone import load_backbone
     from gcpl.classify import ClassifyConfig, DiffusionClassifier
     from gcpl.evidence import load_or_learn_evidence
@@ -141,7 +134,7 @@ def main(argv=None) -> dict:
     order = clf.stage_indices(a.pairs)
     result = {"images": len(labels), "classes": len(run.classes), "pairs": a.pairs, "clusters": {}}
     clusters = {}
-    for k in (int(x) for x in a.clusters.split(",")):
+    for k in a.clusters:
         assign = kmeans(embeds.flatten(1).double(), k)
         sizes = torch.bincount(assign, minlength=k)
         prompts = torch.stack([embeds[assign == j].mean(0) if sizes[j] else embeds[0] for j in range(k)])
@@ -174,9 +167,7 @@ def main(argv=None) -> dict:
         for row in r["best"][:10]:
             print(f"  {row['top1']:.1f}% at {row['calls']:.0f} calls: K={row['K']} n0={row['n0']} m={row['m']} "
                   f"(recall {100 * row['recall']:.0f}%), stages {row['stages']}")
-    print(json.dumps(result))
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    C.emit_json(result, a.out)
     return result
 
 

@@ -62,15 +62,20 @@ def parse_stages(s: str) -> tuple[str, tuple, tuple, str]:
     return s, C.ints(n), C.ints(k), spacing
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="trained run folder (gcpl train --out)")
-    p.add_argument("--data", required=True, help="split JSON (its --part list) or class-per-folder data")
+def add_order_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    """The options `ordered_samples` reads: which images, in which order (shared by the benches)."""
+    p.add_argument("--data", required=data_required, help="split JSON (its --part list) or class-per-folder data")
     p.add_argument("--part", default="test")
     p.add_argument("--order-seed", type=int, default=0, help="seeds the order of the images")
     p.add_argument("--skip", type=int, default=0, help="leave out the first K images of that order")
     p.add_argument("--limit", type=int, help="then take N images (default: all)")
     p.add_argument("--first", help="a split JSON: images of its classes come first in the order")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="trained run folder (gcpl train --out)")
+    add_order_args(p)
     p.add_argument("--seeds", type=C.ints, default=(0,), help="classifier noise seeds, e.g. 0,1")
     p.add_argument("--li", action="store_true", help="Li et al.'s Flowers schedule (the baseline)")
     p.add_argument("--gcpl-default", action="store_true",

@@ -35,16 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 import torch  # noqa: E402
+from racing import add_order_args  # noqa: E402
 
 
 def add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="trained run folder (gcpl train --out)")
-    p.add_argument("--data", help="split JSON (its --part list) or class-per-folder data")
-    p.add_argument("--part", default="test")
-    p.add_argument("--order-seed", type=int, default=0, help="seeds the order of the images")
-    p.add_argument("--skip", type=int, default=0)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--first", default=None)
+    add_order_args(p, data_required=False)
     p.add_argument("--support", type=int, default=0, help="instead of --data: the first K shots of each class")
     p.add_argument("--seed", type=int, default=0, help="classifier noise seed (the pool's noise)")
     p.add_argument("--members", type=int, default=40, help="evenly spaced members of the 500-pair pool")

@@ -18,13 +18,14 @@ Cosine similarity to each class's mean feature; prints recall@k for k = 1, 5, 10
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+import racing  # noqa: E402
+import torch  # noqa: E402
 
 KS = (1, 5, 10, 15, 20, 30)
 
@@ -62,22 +63,14 @@ def recall(scores: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
 
 
 def main(argv=None) -> dict:
-    import racing
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--part", default="test")
-    p.add_argument("--order-seed", type=int, default=0)
-    p.add_argument("--skip", type=int, default=0)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--first", default=None)
-    p.add_argument("--timesteps", default="100,300,500", help="UNet feature timesteps")
+    p.add_argument("--run", required=True, help="trained run folder (gcpl train --out)")
+    racing.add_order_args(p)
+    p.add_argument("--timesteps", type=C.ints, default=(100, 300, 500), help="UNet feature timesteps")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out")
+    p.add_argument("--out", help="also write the JSON result here")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    C.setup_threads(a.threads)
     from gcpl.backbone import load_backbone
     from gcpl.data.splits import Split
     from gcpl.latents import encode_files
@@ -86,32 +79,28 @@ def main(argv=None) -> dict:
 
     run = TrainedRun.open(a.run)
     bb = load_backbone(run.model_for(None), "cpu")
-    size = run.resolution_for(None, bb)
+    size = bb.resolution  # the size racing.load_images reads the scored images at
     index = {c: i for i, c in enumerate(run.classes)}
     support = Split.from_json(Path(a.run) / "split.json").train
     s_stats, s_kept, _ = encode_files(bb.vae, [s.path for s in support], size)
     s_x = s_stats.mean[:, 0] * bb.scaling_factor
     s_y = torch.tensor([index[support[i].class_name] for i in s_kept])
-    samples, _ = racing.ordered_samples(a)
-    d_stats, d_kept, _ = encode_files(bb.vae, [s.path for s in samples], size)
-    d_x = d_stats.mean[:, 0] * bb.scaling_factor
-    d_y = torch.tensor([index[samples[i].class_name] for i in d_kept])
+    _, d_x, d_y = racing.load_images(a, bb, run.classes)
+    d_y = torch.tensor(d_y)
     cond = encode_prompts(bb.tokenizer, bb.text_encoder, [""])
-    C = len(run.classes)
-    result = {"images": len(d_y), "classes": C, "support_images": len(s_y), "recall": {}}
-    print(f"{len(d_y)} images, {C} classes, class means from {len(s_y)} support images; recall@k of the true class")
+    n_classes = len(run.classes)
+    result = {"images": len(d_y), "classes": n_classes, "support_images": len(s_y), "recall": {}}
+    print(f"{len(d_y)} images, {n_classes} classes, class means from {len(s_y)} support images; recall@k of the true class")
     print(f"{'features':<12} " + " ".join(f"{'@' + str(k):>6}" for k in KS))
-    for name, t in [("vae", None), *[(f"unet-t{t}", int(t)) for t in a.timesteps.split(",") if t]]:
+    for name, t in [("vae", None), *[(f"unet-t{t}", t) for t in a.timesteps]]:
         fs, fd = _features(bb, s_x, cond, t), _features(bb, d_x, cond, t)
         mu, sd = fs.mean(0), fs.std(0) + 1e-6  # standardise each feature on the support set
         fs, fd = torch.nn.functional.normalize((fs - mu) / sd, dim=1), torch.nn.functional.normalize((fd - mu) / sd, dim=1)
-        means = torch.nn.functional.normalize(torch.stack([fs[s_y == c].mean(0) for c in range(C)]), dim=1)
+        means = torch.nn.functional.normalize(torch.stack([fs[s_y == c].mean(0) for c in range(n_classes)]), dim=1)
         r = recall(fd @ means.T, d_y)
         result["recall"][name] = r
         print(f"{name:<12} " + " ".join(f"{100 * r[k]:>5.1f}%" for k in KS))
-    print(json.dumps(result))
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    C.emit_json(result, a.out)
     return result
 
 
